@@ -1,0 +1,111 @@
+"""Versioned message schemas: what travels on the work queues, and the outcome events.
+
+The body of a work-queue message is a delivery request; how many times it has been tried travels in
+headers the runtime owns (see ``headers``), so the body stays exactly what the API accepted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
+
+from .errors import MalformedMessage
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+class EmailContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(min_length=1, max_length=998, description="Subject line.")
+    text: str | None = Field(default=None, description="Plain-text body.")
+    html: str | None = Field(default=None, description="HTML body, sent as an alternative.")
+
+    @model_validator(mode="after")
+    def _has_body(self) -> EmailContent:
+        if not (self.text or self.html):
+            raise ValueError("content needs a non-empty text or html body")
+        return self
+
+
+class DeliveryBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = SCHEMA_VERSION
+    id: UUID
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    correlation_id: str | None = None
+    created_at: datetime
+
+
+class EmailDelivery(DeliveryBase):
+    channel: Literal["email"] = "email"
+    to: EmailStr
+    content: EmailContent
+
+
+Delivery = EmailDelivery
+"""Union of the channels' delivery requests (grows with SMS and push)."""
+
+DELIVERY_MODELS: dict[str, type[DeliveryBase]] = {"email": EmailDelivery}
+
+
+def parse_delivery(body: bytes, channel: str) -> Delivery:
+    """Validate a work-queue body for ``channel``; anything wrong is a ``MalformedMessage``."""
+    model = DELIVERY_MODELS.get(channel)
+    if model is None:
+        raise MalformedMessage(f"no schema for channel {channel!r}")
+    try:
+        delivery = model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise MalformedMessage(f"invalid {channel} delivery: {errors}") from None
+    assert isinstance(delivery, EmailDelivery)
+    return delivery
+
+
+AttemptResult = Literal["sent", "transient_failure", "permanent_failure"]
+Disposition = Literal["sent", "retry", "dead_letter"]
+
+
+class AttemptOutcome(BaseModel):
+    """What one attempt came to, and what happens to the notification next."""
+
+    notification_id: UUID
+    channel: str
+    attempt: int = Field(ge=1)
+    result: AttemptResult
+    disposition: Disposition
+    provider: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    started_at: datetime
+    finished_at: datetime
+    next_attempt_at: datetime | None = None
+    possible_duplicate: bool = False
+
+
+class OutcomeBatch(BaseModel):
+    """Outcome events travel in batches: one broker message carries many attempts."""
+
+    version: Literal[1] = SCHEMA_VERSION
+    outcomes: list[AttemptOutcome]
+
+
+class Headers:
+    """AMQP header names Herald owns (never ``x-``: RabbitMQ 4 drops client ``x-death``)."""
+
+    ATTEMPT = "herald-attempt"
+    """Number of the attempt this delivery is (1-based, counted over the notification's life)."""
+    FIRST_ATTEMPT = "herald-first-attempt"
+    """First attempt of the current budget; a redrive starts a fresh budget."""
+    LAST_ERROR = "herald-last-error"
+    DEAD_LETTER_REASON = "herald-dead-letter-reason"
+    DEAD_LETTERED_AT = "herald-dead-lettered-at"
+    CHANNEL = "herald-channel"
+    TRACEPARENT = "traceparent"

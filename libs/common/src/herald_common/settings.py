@@ -1,0 +1,119 @@
+"""Settings shared by every Herald service.
+
+Each service's ``main`` builds its settings object once and passes it down; nothing here reads the
+environment at import time. Lists are comma-separated in the environment (``1,5,30``), not JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CHANNELS: tuple[str, ...] = ("email",)
+"""Channels Herald delivers today; the topology declares a work queue for each."""
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class CommonSettings(BaseSettings):
+    """Connection and naming settings every service reads."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    amqp_url: SecretStr = Field(
+        default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
+        description="RabbitMQ connection URL.",
+    )
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://postgres@127.0.0.1:5432/herald"),
+        description="PostgreSQL connection URL.",
+    )
+    namespace: str = Field(
+        default="herald",
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+        description="Prefix of every exchange and queue name; test runs use their own.",
+    )
+    log_level: str = Field(default="INFO", description="Minimum log level.")
+    log_format: str = Field(
+        default="auto",
+        pattern="^(auto|json|console)$",
+        description="`json`, `console`, or `auto` (console when stderr is a terminal).",
+    )
+    db_pool_min: int = Field(default=2, ge=1, description="Minimum PostgreSQL pool size.")
+    db_pool_max: int = Field(default=10, ge=1, description="Maximum PostgreSQL pool size.")
+    publish_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds to wait for a publisher confirm before treating a publish as failed.",
+    )
+    shutdown_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a service waits for in-flight work after SIGTERM before it exits.",
+    )
+    default_locale: str = Field(default="en", description="Locale used when a request names none.")
+
+
+class RetryPolicy(BaseModel):
+    """The retry ladder of one channel: one TTL delay queue per tier."""
+
+    model_config = ConfigDict(frozen=True)
+
+    delays: tuple[float, ...]
+    max_attempts: int
+
+    def delay_for(self, retry_number: int, retry_after: float | None = None) -> float:
+        """Delay before retry ``retry_number`` (1-based), honouring a provider's Retry-After.
+
+        Retries past the last tier stay on the last tier. A Retry-After longer than the tier picks
+        the first tier that waits at least that long (or the longest tier).
+        """
+        base = self.delays[min(retry_number, len(self.delays)) - 1]
+        if retry_after is not None and retry_after > base:
+            longer = sorted(d for d in self.delays if d >= retry_after)
+            return longer[0] if longer else max(self.delays)
+        return base
+
+
+def _check_delays(value: list[float] | None) -> list[float] | None:
+    if value is not None and (not value or any(d <= 0 for d in value)):
+        raise ValueError("retry delays must be positive and at least one must be given")
+    return value
+
+
+class WorkerSettings(CommonSettings):
+    """Settings of every service that consumes a channel's work queue."""
+
+    retry_delays: Annotated[list[float], NoDecode] = Field(
+        default=[1, 5, 30, 120, 600],
+        description="Seconds each retry tier waits, comma-separated, one TTL queue per tier.",
+    )
+    retry_max_attempts: int = Field(
+        default=5, ge=1, description="Attempts (the first included) before a dead letter."
+    )
+    prefetch: int = Field(
+        default=64, ge=1, le=2000, description="Deliveries a worker holds and works on at once."
+    )
+    provider_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds one provider call may take; longer is transient."
+    )
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _split_delays(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _valid_delays(cls, value: list[float]) -> list[float]:
+        _check_delays(value)
+        return value
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(delays=tuple(self.retry_delays), max_attempts=self.retry_max_attempts)

@@ -1,0 +1,442 @@
+"""The channel-worker runtime: everything a channel service does except talking to its provider.
+
+For each delivery on the channel's work queue:
+
+1. parse and validate it (a malformed message is dead-lettered with the reason, then acked);
+2. claim the attempt in the ledger (skip, replay or send; see ``ledger``);
+3. call the provider, bounded by a timeout;
+4. record the attempt's result in the ledger;
+5. act on it: nothing more when sent, a confirmed republish into the retry tier when transient
+   and the budget allows, a confirmed publish to the dead-letter exchange otherwise;
+6. publish the outcome event (batched with other deliveries' outcomes, confirmed);
+7. ack.
+
+A crash anywhere before 7 redelivers the message and the ledger makes the redelivery do only
+what is still missing. Infrastructure failures (PostgreSQL or the broker) leave the message
+unacked and requeue it after a backoff; only the provider's errors decide retry or dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from prometheus_client import CollectorRegistry
+
+from . import ledger
+from .amqp import Publisher
+from .batching import Batcher
+from .errors import MalformedMessage, PermanentError, PublishError, TransientError
+from .metrics import WorkerMetrics
+from .schemas import AttemptOutcome, AttemptResult, Delivery, Headers, OutcomeBatch, parse_delivery
+from .settings import RetryPolicy, WorkerSettings
+from .topology import Topology
+
+log = structlog.get_logger("herald.worker")
+
+MAX_ERROR_LENGTH = 1000
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a provider returns when it accepted a notification."""
+
+    provider: str
+    provider_message_id: str | None = None
+
+
+class Provider(Protocol):
+    """A channel's way out. Raise ``TransientError`` or ``PermanentError``; return a receipt."""
+
+    name: str
+
+    async def send(self, delivery: Delivery) -> Receipt: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    delivery: Delivery
+    number: int
+    first_number: int
+    started_at: datetime
+    possible_duplicate: bool
+
+
+class _InfrastructureError(Exception):
+    """PostgreSQL or the broker failed under a delivery: requeue it, decide nothing."""
+
+
+def _header_int(headers: dict[str, Any], name: str, default: int) -> int:
+    value = headers.get(name, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise MalformedMessage(f"header {name} is not an integer: {value!r}") from None
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
+
+
+class ChannelWorker:
+    """Consumes one channel's work queue and delivers through a provider."""
+
+    def __init__(
+        self,
+        *,
+        channel: str,
+        settings: WorkerSettings,
+        retry_policy: RetryPolicy,
+        provider: Provider,
+        connection: AbstractRobustConnection,
+        pool: asyncpg.Pool[Any],
+        registry: CollectorRegistry,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.channel = channel
+        self._settings = settings
+        self._policy = retry_policy
+        self._provider = provider
+        self._connection = connection
+        self._pool = pool
+        self._metrics = WorkerMetrics.create(registry)
+        self._clock = clock
+        self._topology = Topology(settings.namespace)
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._consume_channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._publisher: Publisher | None = None
+        self._claims: Batcher[ledger.Claim, ledger.ClaimDecision] | None = None
+        self._results: Batcher[ledger.RecordedResult, None] | None = None
+        self._outcomes: Batcher[AttemptOutcome, None] | None = None
+
+    async def start(self) -> None:
+        declare_channel = await self._connection.channel()
+        await self._topology.declare(declare_channel)
+        await self._topology.declare_retry_tiers(declare_channel, self.channel, self._policy)
+        await declare_channel.close()
+
+        self._publisher = await Publisher.open(self._connection, self._settings.publish_timeout)
+        self._claims = Batcher(lambda items: ledger.claim(self._pool, items), max_size=500)
+        self._results = Batcher(lambda items: ledger.record(self._pool, items), max_size=500)
+        self._outcomes = Batcher(self._publish_outcomes, max_size=500)
+
+        self._consume_channel = await self._connection.channel()
+        await self._consume_channel.set_qos(prefetch_count=self._settings.prefetch)
+        self._queue = await self._consume_channel.declare_queue(
+            self._topology.work_queue(self.channel),
+            durable=True,
+            arguments=self._topology.work_queue_arguments(self.channel),
+        )
+        self._consumer_tag = await self._queue.consume(self._on_message)
+        log.info("consuming", queue=self._queue.name, prefetch=self._settings.prefetch)
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight deliveries finish (bounded), then close."""
+        self._stopping.set()
+        if self._queue is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._consumer_tag)
+        if self._in_flight:
+            log.info("draining", in_flight=len(self._in_flight))
+            _, pending = await asyncio.wait(
+                set(self._in_flight), timeout=self._settings.shutdown_timeout
+            )
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("abandoned in-flight deliveries; they will be redelivered",
+                            count=len(pending))  # fmt: skip
+        for batcher in (self._claims, self._results, self._outcomes):
+            if batcher is not None:
+                await batcher.close()
+        if self._consume_channel is not None and not self._consume_channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._consume_channel.close()
+        if self._publisher is not None:
+            with contextlib.suppress(Exception):
+                await self._publisher.close()
+
+    # -- per delivery ---------------------------------------------------------------------------
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping.is_set():
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        self._metrics.in_flight.labels(self.channel).inc()
+        try:
+            await self._handle(message)
+        except _InfrastructureError as exc:
+            log.warning("requeueing after infrastructure failure", error=str(exc.__cause__ or exc))
+            await self._requeue_later(message)
+        except asyncio.CancelledError:
+            # Shutdown gave up on it: leave it unacked, the broker redelivers it.
+            raise
+        except Exception:
+            log.exception("unexpected error handling a delivery; requeueing")
+            await self._requeue_later(message)
+        finally:
+            self._in_flight.discard(task)
+            self._metrics.in_flight.labels(self.channel).dec()
+            structlog.contextvars.unbind_contextvars("notification_id", "correlation_id", "attempt")
+
+    async def _requeue_later(self, message: AbstractIncomingMessage) -> None:
+        redeliveries = _header_int_or(message.headers or {}, "x-delivery-count", 0)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=min(2.0**redeliveries, 30.0))
+        with contextlib.suppress(Exception):
+            await message.nack(requeue=True)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        headers = dict(message.headers or {})
+        try:
+            delivery = parse_delivery(message.body, self.channel)
+            number = _header_int(headers, Headers.ATTEMPT, 1)
+            first_number = _header_int(headers, Headers.FIRST_ATTEMPT, 1)
+        except MalformedMessage as exc:
+            log.warning("dead-lettering a malformed message", reason=str(exc))
+            await self._dead_letter(message.body, headers, "malformed", str(exc), message)
+            await message.ack()
+            return
+        structlog.contextvars.bind_contextvars(
+            notification_id=str(delivery.id),
+            correlation_id=delivery.correlation_id or message.correlation_id,
+            attempt=number,
+        )
+        decision = await self._infra(
+            self._claims_batcher.submit(
+                ledger.Claim(delivery.id, number, bool(message.redelivered), self._provider.name)
+            )
+        )
+        if decision.action == "skip":
+            log.info("skipping delivery", why=decision.why)
+            self._metrics.skipped.labels(self.channel).inc()
+            await message.ack()
+            return
+        if decision.action == "unknown":
+            await self._dead_letter(
+                message.body, headers, "unknown_notification", decision.why, message
+            )
+            await message.ack()
+            return
+        if decision.action == "replay":
+            assert decision.stored is not None
+            stored = decision.stored
+            attempt = _Attempt(delivery, number, first_number, stored.started_at,
+                               stored.possible_duplicate)  # fmt: skip
+            log.info("replaying a recorded result", result=stored.result)
+            await self._conclude(
+                message, attempt, stored.result, stored.error, stored.provider,
+                stored.provider_message_id, stored.finished_at, retry_after=None,
+            )  # fmt: skip
+            return
+
+        assert decision.started_at is not None
+        attempt = _Attempt(delivery, number, first_number, decision.started_at,
+                           decision.possible_duplicate)  # fmt: skip
+        result, error, provider, provider_message_id, retry_after = await self._deliver(delivery)
+        finished_at = self._clock()
+        await self._infra(
+            self._results_batcher.submit(
+                ledger.RecordedResult(
+                    delivery.id, number, result, error, provider, provider_message_id, finished_at
+                )
+            )
+        )
+        await self._conclude(message, attempt, result, error, provider, provider_message_id,
+                             finished_at, retry_after)  # fmt: skip
+
+    async def _deliver(
+        self, delivery: Delivery
+    ) -> tuple[AttemptResult, str | None, str | None, str | None, float | None]:
+        provider = self._provider.name
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self._settings.provider_timeout):
+                receipt = await self._provider.send(delivery)
+        except TransientError as exc:
+            outcome: tuple[AttemptResult, str | None, str | None, str | None, float | None] = (
+                "transient_failure", _truncate(str(exc)), exc.provider or provider, None,
+                exc.retry_after,
+            )  # fmt: skip
+        except PermanentError as exc:
+            outcome = ("permanent_failure", _truncate(str(exc)), exc.provider or provider,
+                       None, None)  # fmt: skip
+        except TimeoutError:
+            outcome = ("transient_failure",
+                       f"provider timed out after {self._settings.provider_timeout}s",
+                       provider, None, None)  # fmt: skip
+        except Exception as exc:
+            log.exception("provider raised an unexpected error; treating it as transient")
+            outcome = ("transient_failure", _truncate(f"{type(exc).__name__}: {exc}"),
+                       provider, None, None)  # fmt: skip
+        else:
+            outcome = ("sent", None, receipt.provider, receipt.provider_message_id, None)
+        elapsed = asyncio.get_running_loop().time() - started
+        self._metrics.delivery_seconds.labels(self.channel, outcome[2] or provider).observe(elapsed)
+        self._metrics.deliveries.labels(self.channel, outcome[2] or provider, outcome[0]).inc()
+        return outcome
+
+    async def _conclude(
+        self,
+        message: AbstractIncomingMessage,
+        attempt: _Attempt,
+        result: AttemptResult,
+        error: str | None,
+        provider: str | None,
+        provider_message_id: str | None,
+        finished_at: datetime,
+        retry_after: float | None,
+    ) -> None:
+        next_attempt_at: datetime | None = None
+        if result == "sent":
+            disposition = "sent"
+            log.info("sent", provider=provider, possible_duplicate=attempt.possible_duplicate)
+        elif result == "transient_failure" and (
+            attempt.number - attempt.first_number + 1 < self._policy.max_attempts
+        ):
+            disposition = "retry"
+            retry_number = attempt.number - attempt.first_number + 1
+            delay = self._policy.delay_for(retry_number, retry_after)
+            next_attempt_at = finished_at + timedelta(seconds=delay)
+            headers = {
+                **_own_headers(message.headers or {}),
+                Headers.ATTEMPT: attempt.number + 1,
+                Headers.FIRST_ATTEMPT: attempt.first_number,
+                Headers.LAST_ERROR: error or "",
+            }
+            await self._infra(
+                self._publisher_.publish(
+                    "",
+                    self._topology.retry_queue(self.channel, delay),
+                    message.body,
+                    headers=headers,
+                    message_id=message.message_id,
+                    correlation_id=message.correlation_id,
+                )
+            )
+            log.info("retry scheduled", delay=delay, error=error)
+        else:
+            disposition = "dead_letter"
+            reason = "permanent_failure" if result == "permanent_failure" else "retries_exhausted"
+            await self._dead_letter(message.body, message.headers or {}, reason, error, message,
+                                    attempt=attempt.number)  # fmt: skip
+        await self._infra(
+            self._outcomes_batcher.submit(
+                AttemptOutcome(
+                    notification_id=attempt.delivery.id,
+                    channel=self.channel,
+                    attempt=attempt.number,
+                    result=result,
+                    disposition=disposition,
+                    provider=provider,
+                    provider_message_id=provider_message_id,
+                    error=error,
+                    started_at=attempt.started_at,
+                    finished_at=finished_at,
+                    next_attempt_at=next_attempt_at,
+                    possible_duplicate=attempt.possible_duplicate,
+                )
+            )
+        )
+        await message.ack()
+
+    async def _dead_letter(
+        self,
+        body: bytes,
+        headers: Any,
+        reason: str,
+        error: str | None,
+        message: AbstractIncomingMessage,
+        *,
+        attempt: int | None = None,
+    ) -> None:
+        own = _own_headers(headers)
+        own.update(
+            {
+                Headers.DEAD_LETTER_REASON: reason,
+                Headers.LAST_ERROR: _truncate(error or ""),
+                Headers.DEAD_LETTERED_AT: self._clock().isoformat(),
+                Headers.CHANNEL: self.channel,
+            }
+        )
+        if attempt is not None:
+            own[Headers.ATTEMPT] = attempt
+        await self._infra(
+            self._publisher_.publish(
+                self._topology.dead_letter_exchange,
+                self.channel,
+                body,
+                headers=own,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+                content_type=message.content_type or "application/octet-stream",
+            )
+        )
+        self._metrics.dead_letters.labels(self.channel, reason).inc()
+        log.warning("dead-lettered", reason=reason, error=error)
+
+    async def _publish_outcomes(self, outcomes: list[AttemptOutcome]) -> list[None]:
+        body = OutcomeBatch(outcomes=outcomes).model_dump_json().encode()
+        await self._publisher_.publish(
+            self._topology.events_exchange, Topology.outcome_routing_key(self.channel), body
+        )
+        return [None] * len(outcomes)
+
+    async def _infra(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (PublishError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            raise _InfrastructureError(str(exc)) from exc
+
+    @property
+    def _publisher_(self) -> Publisher:
+        assert self._publisher is not None
+        return self._publisher
+
+    @property
+    def _claims_batcher(self) -> Batcher[ledger.Claim, ledger.ClaimDecision]:
+        assert self._claims is not None
+        return self._claims
+
+    @property
+    def _results_batcher(self) -> Batcher[ledger.RecordedResult, None]:
+        assert self._results is not None
+        return self._results
+
+    @property
+    def _outcomes_batcher(self) -> Batcher[AttemptOutcome, None]:
+        assert self._outcomes is not None
+        return self._outcomes
+
+
+def _own_headers(headers: Any) -> dict[str, Any]:
+    """Headers to carry on a republish: ours, never the broker's ``x-`` ones (see topology)."""
+    return {k: v for k, v in dict(headers).items() if not str(k).startswith("x-")}
+
+
+def _header_int_or(headers: Any, name: str, default: int) -> int:
+    try:
+        return int(dict(headers).get(name, default))
+    except (TypeError, ValueError):
+        return default
