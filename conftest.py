@@ -1,0 +1,71 @@
+"""Fixtures every test package shares: a real broker and database, isolated per test run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from herald_common.db import create_pool
+from tests.support.infra import Infra, servers
+
+
+@pytest.fixture(scope="session")
+def _servers() -> Iterator[tuple[str, str]]:
+    with servers() as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
+async def infra(_servers: tuple[str, str]) -> AsyncIterator[Infra]:
+    amqp_url, database_url = _servers
+    infra = Infra(amqp_url, database_url)
+    await infra.prepare()
+    try:
+        yield infra
+    finally:
+        await infra.cleanup()
+
+
+@pytest.fixture
+async def database_url(infra: Infra) -> str:
+    """A fresh, migrated database of its own for one test."""
+    return await infra.new_database()
+
+
+@pytest.fixture
+def namespace(infra: Infra) -> str:
+    """A namespace of its own for one test's exchanges and queues."""
+    return infra.new_namespace()
+
+
+@pytest.fixture
+def herald_env(infra: Infra, database_url: str, namespace: str) -> dict[str, str]:
+    """Environment for Herald settings and service processes of one test."""
+    return {
+        "HERALD_AMQP_URL": infra.amqp_url,
+        "HERALD_DATABASE_URL": database_url,
+        "HERALD_NAMESPACE": namespace,
+    }
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
+    pool = await create_pool(database_url)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def amqp(infra: Infra) -> AsyncIterator[AbstractRobustConnection]:
+    connection = await aio_pika.connect_robust(infra.amqp_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from herald_common.settings import CommonSettings
+from pydantic import Field
+
+
+class DispatcherSettings(CommonSettings):
+    """The dispatcher: outbox relay, outcome and dead-letter consumers."""
+
+    dispatcher_http_host: str = Field(
+        default="127.0.0.1", description="Address of the dispatcher's /healthz, /readyz, /metrics."
+    )
+    dispatcher_http_port: int = Field(
+        default=8001, ge=0, le=65535, description="Port of the dispatcher's ops HTTP server."
+    )
+    outbox_poll_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between outbox relay passes when nothing wakes it."
+    )
+    outbox_batch_size: int = Field(
+        default=1000, ge=1, description="Outbox rows the relay publishes in one pass."
+    )
+    outcome_prefetch: int = Field(
+        default=64, ge=1, le=2000, description="Outcome batches the dispatcher holds at once."
+    )
