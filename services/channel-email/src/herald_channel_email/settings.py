@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from herald_common.settings import RetryPolicy, WorkerSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
+
+from herald_common.settings import RetryPolicy, WorkerSettings
 
 
 class EmailSettings(WorkerSettings):

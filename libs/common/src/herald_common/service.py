@@ -1,0 +1,128 @@
+"""What every service process does around its own work: start-up, readiness, signals, shutdown.
+
+A service's ``main`` builds its settings, configures logging and calls ``run_service`` with an
+async function that receives the shared resources (pool, broker connection, metrics registry) and
+returns the service's stop function once it is running. SIGTERM and SIGINT stop it gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractRobustConnection
+from prometheus_client import CollectorRegistry
+
+from .amqp import connect
+from .db import create_pool
+from .ops import ReadinessCheck, start_ops_server
+from .settings import CommonSettings
+from .topology import Topology
+
+log = structlog.get_logger("herald.service")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Resources:
+    settings: CommonSettings
+    pool: asyncpg.Pool[Any]
+    connection: AbstractRobustConnection
+    registry: CollectorRegistry
+    topology: Topology
+
+
+Stop = Callable[[], Awaitable[None]]
+Start = Callable[[Resources], Awaitable[Stop]]
+
+
+async def retry_until_ready(
+    what: str, attempt: Callable[[], Awaitable[T]], stopping: asyncio.Event
+) -> T | None:
+    """Call ``attempt`` until it succeeds (a dependency still starting), or until stopped."""
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            return await attempt()
+        except (TimeoutError, OSError, asyncpg.PostgresError, ConnectionError) as exc:
+            log.warning(
+                "waiting for a dependency", dependency=what, error=repr(exc), retry_in=delay
+            )
+        except Exception as exc:  # aio-pika raises its own connection errors
+            log.warning(
+                "waiting for a dependency", dependency=what, error=repr(exc), retry_in=delay
+            )
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=delay)
+        except TimeoutError:
+            delay = min(delay * 2, 5.0)
+    return None
+
+
+def _readiness(pool: asyncpg.Pool[Any], connection: AbstractRobustConnection) -> dict[str, Any]:
+    async def database() -> None:
+        await pool.fetchval("SELECT 1")
+
+    async def broker() -> None:
+        if connection.is_closed or not connection.connected.is_set():
+            raise ConnectionError("broker connection is down")
+
+    checks: dict[str, ReadinessCheck] = {"database": database, "broker": broker}
+    return checks
+
+
+async def serve(
+    name: str, settings: CommonSettings, http_host: str, http_port: int, start: Start
+) -> None:
+    """Connect, start the service, serve ops HTTP, and run until SIGTERM or SIGINT."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    pool = await retry_until_ready(
+        "postgresql",
+        lambda: create_pool(
+            settings.database_url.get_secret_value(),
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+        ),
+        stopping,
+    )
+    if pool is None:
+        return
+    connection = await retry_until_ready(
+        "rabbitmq", lambda: connect(settings.amqp_url.get_secret_value(), name), stopping
+    )
+    if connection is None:
+        await pool.close()
+        return
+    topology = Topology(settings.namespace)
+
+    async def redeclare(*_: Any) -> None:
+        # A broker that lost its definitions (new node, wiped volume) gets them back.
+        channel = await connection.channel()
+        await topology.declare(channel)
+        await channel.close()
+        log.info("reconnected to the broker; topology declared")
+
+    connection.reconnect_callbacks.add(redeclare)
+    registry = CollectorRegistry()
+    resources = Resources(settings, pool, connection, registry, topology)
+    runner = await start_ops_server(registry, _readiness(pool, connection), http_host, http_port)
+    stop = await start(resources)
+    log.info("started", http_port=http_port)
+    try:
+        await stopping.wait()
+    finally:
+        log.info("stopping")
+        await stop()
+        await runner.cleanup()
+        await connection.close()
+        await pool.close()
+        log.info("stopped")
