@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -12,6 +13,8 @@ from aio_pika.abc import AbstractRobustConnection
 
 from herald_common.db import create_pool
 from tests.support.infra import Infra, servers
+from tests.support.smtp import FakeSmtp
+from tests.support.system import HeraldSystem
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +72,41 @@ async def amqp(infra: Infra) -> AsyncIterator[AbstractRobustConnection]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+def fake_smtp() -> Iterator[FakeSmtp]:
+    smtp = FakeSmtp().start()
+    try:
+        yield smtp
+    finally:
+        smtp.stop()
+
+
+@pytest.fixture
+def system_factory(
+    herald_env: dict[str, str], fake_smtp: FakeSmtp, tmp_path: Path
+) -> Iterator[Callable[..., HeraldSystem]]:
+    """Builds the whole system (not started) around the test's fake SMTP server."""
+    built: list[HeraldSystem] = []
+
+    def build(**overrides: str) -> HeraldSystem:
+        system = HeraldSystem.build(herald_env, fake_smtp, tmp_path, **overrides)
+        built.append(system)
+        return system
+
+    yield build
+    for system in built:
+        for service in system.services.values():
+            service.kill()
+
+
+@pytest.fixture
+async def system(system_factory: Callable[..., HeraldSystem]) -> AsyncIterator[HeraldSystem]:
+    """The whole system, started, with default settings."""
+    herald = system_factory()
+    await herald.start()
+    try:
+        yield herald
+    finally:
+        await herald.stop()

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from herald_common.settings import CommonSettings
 from pydantic import Field
+
+from herald_common.settings import CommonSettings
 
 
 class DispatcherSettings(CommonSettings):

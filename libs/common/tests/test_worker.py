@@ -1,0 +1,336 @@
+"""The channel-worker runtime against the real broker and database.
+
+The provider here is a programmable in-process one: these tests are about the runtime's
+decisions (ack, retry, dead letter, replay), not about any provider's protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+from prometheus_client import CollectorRegistry
+
+from herald_common.amqp import Publisher
+from herald_common.errors import PermanentError, TransientError
+from herald_common.schemas import EmailContent, EmailDelivery, Headers, OutcomeBatch
+from herald_common.settings import RetryPolicy, WorkerSettings
+from herald_common.topology import Topology
+from herald_common.worker import ChannelWorker, Receipt
+from tests.support.infra import Infra
+
+
+@dataclass
+class ScriptedProvider:
+    """Fails each notification as scripted ("transient", "permanent"), then succeeds."""
+
+    name: str = "scripted"
+    script: dict[str, list[str]] = field(default_factory=dict)
+    calls: list[tuple[str, float]] = field(default_factory=list)
+
+    async def send(self, delivery: EmailDelivery) -> Receipt:
+        key = str(delivery.id)
+        self.calls.append((key, asyncio.get_running_loop().time()))
+        steps = self.script.get(key, [])
+        step = steps.pop(0) if steps else "ok"
+        if step == "transient":
+            raise TransientError("451 try again later")
+        if step == "permanent":
+            raise PermanentError("550 no such user")
+        return Receipt(provider=self.name, provider_message_id=f"msg-{key}")
+
+    async def close(self) -> None:
+        return None
+
+    def count(self, notification_id: uuid.UUID) -> int:
+        return sum(1 for key, _ in self.calls if key == str(notification_id))
+
+
+@dataclass
+class Harness:
+    namespace: str
+    pool: asyncpg.Pool[Any]
+    amqp: AbstractRobustConnection
+    publisher: Publisher
+    provider: ScriptedProvider
+    topology: Topology
+    worker: ChannelWorker | None = None
+
+    async def start_worker(self, policy: RetryPolicy) -> None:
+        settings = WorkerSettings(namespace=self.namespace, prefetch=16, provider_timeout=5)
+        self.worker = ChannelWorker(
+            channel="email",
+            settings=settings,
+            retry_policy=policy,
+            provider=self.provider,
+            connection=self.amqp,
+            pool=self.pool,
+            registry=CollectorRegistry(),
+        )
+        await self.worker.start()
+
+    async def notification(self, notification_id: uuid.UUID | None = None) -> EmailDelivery:
+        delivery = EmailDelivery(
+            id=notification_id or uuid.uuid4(),
+            to="someone@example.com",
+            content=EmailContent(subject="Hi", text="Hello"),
+            created_at=datetime.now(UTC),
+        )
+        await self.pool.execute(
+            """INSERT INTO notifications (id, channel, recipient, content, status)
+               VALUES ($1, 'email', $2, $3::jsonb, 'queued')""",
+            delivery.id,
+            delivery.to,
+            delivery.content.model_dump_json(),
+        )
+        return delivery
+
+    async def publish(self, body: bytes, attempt: int = 1) -> None:
+        await self.publisher.publish(
+            self.topology.notifications_exchange,
+            Topology.routing_key("email"),
+            body,
+            headers={Headers.ATTEMPT: attempt, Headers.FIRST_ATTEMPT: 1},
+        )
+
+    async def attempts(self, notification_id: uuid.UUID) -> list[asyncpg.Record]:
+        return list(
+            await self.pool.fetch(
+                "SELECT * FROM attempts WHERE notification_id = $1 ORDER BY attempt",
+                notification_id,
+            )
+        )
+
+    async def drain(self, queue: str, expect: int, timeout: float = 15.0) -> list[Any]:
+        """Take ``expect`` messages from ``queue`` (waiting for them), then check for no more."""
+        channel = await self.amqp.channel()
+        declared = await channel.get_queue(queue, ensure=False)
+        messages: list[Any] = []
+        async with asyncio.timeout(timeout):
+            while len(messages) < expect:
+                message = await declared.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                await message.ack()
+                messages.append(message)
+        await asyncio.sleep(0.3)
+        assert await declared.get(fail=False) is None, "more messages than expected"
+        await channel.close()
+        return messages
+
+    async def outcomes(self, expect: int) -> list[Any]:
+        """Outcome events (flattened from their batches) once ``expect`` have arrived."""
+        channel = await self.amqp.channel()
+        declared = await channel.get_queue(self.topology.outcomes_queue, ensure=False)
+        found: list[Any] = []
+        async with asyncio.timeout(15):
+            while len(found) < expect:
+                message = await declared.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                await message.ack()
+                found += OutcomeBatch.model_validate_json(message.body).outcomes
+        await channel.close()
+        return found
+
+
+@pytest.fixture
+async def harness(
+    pool: asyncpg.Pool[Any], amqp: AbstractRobustConnection, namespace: str, infra: Infra
+) -> AsyncIterator[Harness]:
+    topology = Topology(namespace)
+    channel = await amqp.channel()
+    await topology.declare(channel)
+    await channel.close()
+    publisher = await Publisher.open(amqp, 5.0)
+    h = Harness(namespace, pool, amqp, publisher, ScriptedProvider(), topology)
+    for delays in ((0.2, 0.4), (0.3,), (1, 5, 30, 120, 600)):
+        infra.uses_retry_policy(namespace, RetryPolicy(delays=delays, max_attempts=1))
+    yield h
+    if h.worker is not None:
+        await h.worker.stop()
+    await publisher.close()
+
+
+async def _until(predicate: Any, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.05)
+
+
+async def test_a_delivery_is_sent_recorded_reported_and_acked(harness: Harness) -> None:
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    delivery = await harness.notification()
+    await harness.publish(delivery.model_dump_json().encode())
+    [outcome] = await harness.outcomes(1)
+    assert (outcome.notification_id, outcome.result, outcome.disposition) == (
+        delivery.id,
+        "sent",
+        "sent",
+    )
+    assert outcome.provider_message_id == f"msg-{delivery.id}"
+    [attempt] = await harness.attempts(delivery.id)
+    assert attempt["result"] == "sent" and attempt["finished_at"] is not None
+    assert not attempt["possible_duplicate"]
+    assert harness.provider.count(delivery.id) == 1
+    assert (
+        await harness.pool.fetchval("SELECT status FROM notifications WHERE id = $1", delivery.id)
+        == "sending"
+    )  # the dispatcher, not the worker, moves it on from here
+    await harness.drain(harness.topology.work_queue("email"), expect=0)
+
+
+async def test_a_malformed_message_is_dead_lettered_and_the_consumer_keeps_working(
+    harness: Harness,
+) -> None:
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    await harness.publish(b"this is not json")
+    await harness.publish(json.dumps({"id": "not-a-uuid", "channel": "email"}).encode())
+    delivery = await harness.notification()
+    await harness.publish(delivery.model_dump_json().encode())
+    dead = await harness.drain(harness.topology.dead_letter_queue("email"), expect=2)
+    assert {m.headers[Headers.DEAD_LETTER_REASON] for m in dead} == {"malformed"}
+    assert any("invalid email delivery" in m.headers[Headers.LAST_ERROR] for m in dead)
+    assert {m.body for m in dead} == {
+        b"this is not json",
+        json.dumps({"id": "not-a-uuid", "channel": "email"}).encode(),
+    }
+    [outcome] = await harness.outcomes(1)
+    assert outcome.result == "sent"
+
+
+async def test_transient_failures_climb_the_ladder_then_succeed_once(harness: Harness) -> None:
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=4))
+    delivery = await harness.notification()
+    harness.provider.script[str(delivery.id)] = ["transient", "transient"]
+    await harness.publish(delivery.model_dump_json().encode())
+    outcomes = await harness.outcomes(3)
+    assert [(o.attempt, o.disposition) for o in outcomes] == [
+        (1, "retry"),
+        (2, "retry"),
+        (3, "sent"),
+    ]
+    assert outcomes[0].next_attempt_at is not None
+    times = [t for key, t in harness.provider.calls if key == str(delivery.id)]
+    assert len(times) == 3
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # Each wait is the tier's TTL (plus queueing), never less.
+    assert 0.2 <= gaps[0] < 1.5 and 0.4 <= gaps[1] < 1.9, gaps
+    rows = await harness.attempts(delivery.id)
+    assert [r["result"] for r in rows] == ["transient_failure", "transient_failure", "sent"]
+    assert rows[0]["error"] == "451 try again later"
+
+
+async def test_retries_exhausted_go_to_the_dead_letter_queue(harness: Harness) -> None:
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    delivery = await harness.notification()
+    harness.provider.script[str(delivery.id)] = ["transient"] * 10
+    await harness.publish(delivery.model_dump_json().encode())
+    [dead] = await harness.drain(harness.topology.dead_letter_queue("email"), expect=1)
+    assert dead.headers[Headers.DEAD_LETTER_REASON] == "retries_exhausted"
+    assert dead.headers[Headers.ATTEMPT] == 3
+    assert dead.headers[Headers.LAST_ERROR] == "451 try again later"
+    assert EmailDelivery.model_validate_json(dead.body).id == delivery.id
+    assert harness.provider.count(delivery.id) == 3
+    outcomes = await harness.outcomes(3)
+    assert outcomes[-1].disposition == "dead_letter"
+
+
+async def test_a_permanent_failure_is_dead_lettered_without_retries(harness: Harness) -> None:
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    delivery = await harness.notification()
+    harness.provider.script[str(delivery.id)] = ["permanent"]
+    await harness.publish(delivery.model_dump_json().encode())
+    [dead] = await harness.drain(harness.topology.dead_letter_queue("email"), expect=1)
+    assert dead.headers[Headers.DEAD_LETTER_REASON] == "permanent_failure"
+    assert dead.headers[Headers.LAST_ERROR] == "550 no such user"
+    await asyncio.sleep(0.6)  # longer than every tier: no retry comes
+    assert harness.provider.count(delivery.id) == 1
+
+
+async def test_a_message_for_an_unknown_notification_is_dead_lettered(harness: Harness) -> None:
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    stray = EmailDelivery(
+        id=uuid.uuid4(),
+        to="x@example.com",
+        content=EmailContent(subject="s", text="t"),
+        created_at=datetime.now(UTC),
+    )
+    await harness.publish(stray.model_dump_json().encode())
+    [dead] = await harness.drain(harness.topology.dead_letter_queue("email"), expect=1)
+    assert dead.headers[Headers.DEAD_LETTER_REASON] == "unknown_notification"
+    assert harness.provider.calls == []
+
+
+async def _deliver_unacked_then_drop(harness: Harness) -> None:
+    """Take the waiting message without acking and close the channel: the broker redelivers it
+    with ``redelivered`` set, as after a consumer crash."""
+    channel = await harness.amqp.channel()
+    queue = await channel.get_queue(harness.topology.work_queue("email"), ensure=False)
+    async with asyncio.timeout(10):
+        while (message := await queue.get(fail=False)) is None:
+            await asyncio.sleep(0.05)
+    assert not message.redelivered
+    await channel.close()
+
+
+async def test_a_redelivered_finished_attempt_replays_its_result_without_sending(
+    harness: Harness,
+) -> None:
+    delivery = await harness.notification()
+    await harness.pool.execute(
+        """INSERT INTO attempts (notification_id, attempt, provider, started_at, finished_at,
+                                 result, provider_message_id)
+           VALUES ($1, 1, 'scripted', now(), now(), 'sent', 'msg-earlier')""",
+        delivery.id,
+    )
+    await harness.publish(delivery.model_dump_json().encode())
+    await _deliver_unacked_then_drop(harness)
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    [outcome] = await harness.outcomes(1)
+    assert (outcome.result, outcome.provider_message_id) == ("sent", "msg-earlier")
+    assert harness.provider.calls == []
+
+
+async def test_a_redelivered_unfinished_attempt_is_sent_again_as_a_possible_duplicate(
+    harness: Harness,
+) -> None:
+    delivery = await harness.notification()
+    await harness.pool.execute(
+        "INSERT INTO attempts (notification_id, attempt, provider, started_at) "
+        "VALUES ($1, 1, 'scripted', now())",
+        delivery.id,
+    )
+    await harness.publish(delivery.model_dump_json().encode())
+    await _deliver_unacked_then_drop(harness)
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    [outcome] = await harness.outcomes(1)
+    assert outcome.possible_duplicate and outcome.result == "sent"
+    [attempt] = await harness.attempts(delivery.id)
+    assert attempt["possible_duplicate"]
+    assert harness.provider.count(delivery.id) == 1
+
+
+async def test_a_fresh_duplicate_of_a_finished_attempt_is_skipped(harness: Harness) -> None:
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    delivery = await harness.notification()
+    await harness.publish(delivery.model_dump_json().encode())
+    await harness.outcomes(1)
+    await harness.publish(delivery.model_dump_json().encode())  # e.g. a second outbox publish
+    await _until(
+        lambda: harness.pool.fetchval(
+            "SELECT count(*) = 1 FROM attempts WHERE notification_id = $1", delivery.id
+        )
+    )
+    await harness.drain(harness.topology.work_queue("email"), expect=0)
+    assert harness.provider.count(delivery.id) == 1

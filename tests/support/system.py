@@ -1,0 +1,132 @@
+"""The whole of Herald as processes around a fake SMTP server, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .processes import ServiceProcess, free_port
+from .smtp import FakeSmtp
+
+FINAL = {"sent", "failed", "canceled"}
+
+
+@dataclass
+class HeraldSystem:
+    env: dict[str, str]
+    smtp: FakeSmtp
+    log_dir: Path
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+    http: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def build(
+        cls, base_env: dict[str, str], smtp: FakeSmtp, log_dir: Path, **overrides: str
+    ) -> HeraldSystem:
+        api_port, dispatcher_port, email_port = free_port(), free_port(), free_port()
+        env = {
+            **base_env,
+            "HERALD_API_PORT": str(api_port),
+            "HERALD_DISPATCHER_HTTP_PORT": str(dispatcher_port),
+            "HERALD_EMAIL_HTTP_PORT": str(email_port),
+            "HERALD_EMAIL_SMTP_HOST": "127.0.0.1",
+            "HERALD_EMAIL_SMTP_PORT": str(smtp.port),
+            "HERALD_EMAIL_FROM": "Herald Tests <tests@herald.example>",
+            "HERALD_OUTBOX_POLL_INTERVAL": "0.2",
+            "HERALD_OUTBOX_GRACE": "2",
+            "HERALD_SHUTDOWN_TIMEOUT": "10",
+            **overrides,
+        }
+        system = cls(env, smtp, log_dir)
+        system.services = {
+            "api": ServiceProcess("api", env, api_port, log_dir),
+            "dispatcher": ServiceProcess("dispatcher", env, dispatcher_port, log_dir),
+            "channel-email": ServiceProcess("channel-email", env, email_port, log_dir),
+        }
+        return system
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.services['api'].http_port}"
+
+    async def start(self, names: Iterable[str] = ("api", "dispatcher", "channel-email")) -> None:
+        await asyncio.gather(*(self.services[n].start() for n in names))
+        if self.http is None:
+            self.http = aiohttp.ClientSession()
+
+    async def stop(self) -> None:
+        for service in self.services.values():
+            with contextlib.suppress(TimeoutError):
+                await service.stop()
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+
+    def logs(self) -> str:
+        return "\n".join(f"== {n} ==\n{s.tail(60)}" for n, s in self.services.items())
+
+    # -- the API, as a user calls it ------------------------------------------------------------
+
+    async def post(self, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+        assert self.http is not None
+        async with self.http.post(
+            f"{self.api_url}/v1/notifications", json=body, headers=headers
+        ) as response:
+            payload: dict[str, Any] = await response.json()
+            assert response.status in (200, 202), (response.status, payload)
+            return payload
+
+    async def post_batch(self, items: list[dict[str, Any]]) -> list[str]:
+        assert self.http is not None
+        async with self.http.post(
+            f"{self.api_url}/v1/notifications/batch", json={"notifications": items}
+        ) as response:
+            payload = await response.json()
+            assert response.status == 202, (response.status, payload)
+            return [n["id"] for n in payload["notifications"]]
+
+    async def get(self, notification_id: str) -> dict[str, Any]:
+        assert self.http is not None
+        async with self.http.get(f"{self.api_url}/v1/notifications/{notification_id}") as response:
+            assert response.status == 200, response.status
+            payload: dict[str, Any] = await response.json()
+            return payload
+
+    async def wait_for(
+        self, ids: list[str], statuses: set[str] = FINAL, timeout: float = 60.0
+    ) -> dict[str, dict[str, Any]]:
+        """Poll the API until every notification has one of ``statuses``; returns them all."""
+        deadline = time.monotonic() + timeout
+        pending = set(ids)
+        found: dict[str, dict[str, Any]] = {}
+        while pending and time.monotonic() < deadline:
+            for notification_id in list(pending)[:200]:
+                body = await self.get(notification_id)
+                if body["status"] in statuses:
+                    found[notification_id] = body
+                    pending.discard(notification_id)
+            if pending:
+                await asyncio.sleep(0.2)
+        if pending:
+            sample = [await self.get(i) for i in list(pending)[:3]]
+            raise AssertionError(
+                f"{len(pending)} of {len(ids)} not in {statuses} after {timeout}s; e.g. {sample}"
+                f"\n{self.logs()}"
+            )
+        return found
+
+
+def email(to: str, subject: str = "Hello", **extra: Any) -> dict[str, Any]:
+    return {
+        "channel": "email",
+        "to": to,
+        "content": {"subject": subject, "text": f"Text of {subject}", "html": f"<p>{subject}</p>"},
+        **extra,
+    }
