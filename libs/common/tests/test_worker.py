@@ -7,6 +7,7 @@ decisions (ack, retry, dead letter, replay), not about any provider's protocol.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -180,7 +181,8 @@ async def test_a_delivery_is_sent_recorded_reported_and_acked(harness: Harness) 
     )
     assert outcome.provider_message_id == f"msg-{delivery.id}"
     [attempt] = await harness.attempts(delivery.id)
-    assert attempt["result"] == "sent" and attempt["finished_at"] is not None
+    assert attempt["result"] == "sent"
+    assert attempt["finished_at"] is not None
     assert not attempt["possible_duplicate"]
     assert harness.provider.count(delivery.id) == 1
     assert (
@@ -223,9 +225,10 @@ async def test_transient_failures_climb_the_ladder_then_succeed_once(harness: Ha
     assert outcomes[0].next_attempt_at is not None
     times = [t for key, t in harness.provider.calls if key == str(delivery.id)]
     assert len(times) == 3
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # Each wait is the tier's TTL (plus queueing), never less.
-    assert 0.2 <= gaps[0] < 1.5 and 0.4 <= gaps[1] < 1.9, gaps
+    assert 0.2 <= gaps[0] < 1.5, gaps
+    assert 0.4 <= gaps[1] < 1.9, gaps
     rows = await harness.attempts(delivery.id)
     assert [r["result"] for r in rows] == ["transient_failure", "transient_failure", "sent"]
     assert rows[0]["error"] == "451 try again later"
@@ -315,7 +318,8 @@ async def test_a_redelivered_unfinished_attempt_is_sent_again_as_a_possible_dupl
     await _deliver_unacked_then_drop(harness)
     await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
     [outcome] = await harness.outcomes(1)
-    assert outcome.possible_duplicate and outcome.result == "sent"
+    assert outcome.possible_duplicate
+    assert outcome.result == "sent"
     [attempt] = await harness.attempts(delivery.id)
     assert attempt["possible_duplicate"]
     assert harness.provider.count(delivery.id) == 1
