@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
+
+if TYPE_CHECKING:
+    Executor: TypeAlias = (
+        asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any] | asyncpg.Pool[Any]
+    )
+    """Anything that runs a statement: a connection, a pooled one, or the pool."""
 
 
 async def _init_connection(connection: asyncpg.Connection[Any]) -> None:

@@ -12,14 +12,15 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
 
 from .amqp import Publisher
 
-Executor = asyncpg.Connection[Any] | asyncpg.Pool[Any] | asyncpg.pool.PoolConnectionProxy[Any]
+if TYPE_CHECKING:
+    from .db import Executor
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class OutboxMessage:
 
 
 async def insert(
-    connection: asyncpg.Connection[Any], messages: Sequence[OutboxMessage], delay: float
+    connection: Executor, messages: Sequence[OutboxMessage], delay: float
 ) -> list[int]:
     """Add ``messages`` to the outbox (inside the caller's transaction); returns their row ids."""
     rows = await connection.fetch(
