@@ -12,6 +12,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from herald_common.db import create_pool
+from herald_common.settings import RetryPolicy
 from tests.support.infra import Infra, servers
 from tests.support.smtp import FakeSmtp
 from tests.support.system import HeraldSystem
@@ -85,12 +86,17 @@ def fake_smtp() -> Iterator[FakeSmtp]:
 
 @pytest.fixture
 def system_factory(
-    herald_env: dict[str, str], fake_smtp: FakeSmtp, tmp_path: Path
+    herald_env: dict[str, str], fake_smtp: FakeSmtp, tmp_path: Path, infra: Infra
 ) -> Iterator[Callable[..., HeraldSystem]]:
     """Builds the whole system (not started) around the test's fake SMTP server."""
     built: list[HeraldSystem] = []
 
     def build(**overrides: str) -> HeraldSystem:
+        delays = overrides.get("HERALD_EMAIL_RETRY_DELAYS", "1,5,30,120,600")
+        infra.uses_retry_policy(
+            herald_env["HERALD_NAMESPACE"],
+            RetryPolicy(delays=tuple(float(d) for d in delays.split(",")), max_attempts=1),
+        )
         system = HeraldSystem.build(herald_env, fake_smtp, tmp_path, **overrides)
         built.append(system)
         return system
