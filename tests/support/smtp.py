@@ -17,6 +17,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from .processes import free_port
+
 NOTIFICATION_HEADER = "X-Herald-Notification-Id"
 
 
@@ -44,9 +46,11 @@ class FakeSmtp:
     _rules: dict[str, _Rule] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Controller | None = None
+    _port: int = 0
 
     def start(self) -> FakeSmtp:
-        self._controller = Controller(self, hostname=self.host, port=0, ready_timeout=10)
+        self._port = free_port()
+        self._controller = Controller(self, hostname=self.host, port=self._port, ready_timeout=10)
         self._controller.start()
         return self
 
@@ -57,9 +61,7 @@ class FakeSmtp:
 
     @property
     def port(self) -> int:
-        assert self._controller is not None
-        server: Any = self._controller.server
-        return int(server.sockets[0].getsockname()[1])
+        return self._port
 
     def fail(self, recipient: str, reply: str, times: int | None = None) -> None:
         """Answer RCPT for ``recipient`` with ``reply`` (e.g. "451 4.3.0 try later")."""

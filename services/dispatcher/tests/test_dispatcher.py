@@ -155,3 +155,29 @@ async def test_the_relay_publishes_due_rows_only_and_deletes_them(
     assert [r["notification_id"] for r in remaining] == [later]
     await publisher.close()
     await channel.close()
+
+
+class _Message:
+    """Just the fields ``read_dead_letter`` reads from an incoming message."""
+
+    def __init__(self, body: bytes, headers: dict[str, Any]) -> None:
+        self.body = body
+        self.headers = headers
+
+
+def test_any_dead_lettered_body_can_be_read() -> None:
+    from herald_dispatcher.outcomes import read_dead_letter
+
+    notification_id = uuid.uuid4()
+    cases: list[tuple[bytes, uuid.UUID | None]] = [
+        (b"not json", None),
+        (b'{"channel": "email"}', None),
+        (b"[1, 2]", None),
+        (b'"text"', None),
+        (b'{"id": "nope"}', None),
+        (f'{{"id": "{notification_id}"}}'.encode(), notification_id),
+    ]
+    for body, expected in cases:
+        letter = read_dead_letter(_Message(body, {"x-first-death-reason": "rejected"}), "email")  # type: ignore[arg-type]
+        assert letter.notification_id == expected
+        assert letter.reason == "rejected"

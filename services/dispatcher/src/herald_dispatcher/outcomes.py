@@ -97,14 +97,14 @@ def read_dead_letter(message: AbstractIncomingMessage, channel: str) -> DeadLett
     """What a dead-lettered message says about itself, whoever dead-lettered it."""
     headers: dict[str, Any] = {str(k): v for k, v in (message.headers or {}).items()}
     notification_id: uuid.UUID | None = None
-    with contextlib.suppress(ValueError, TypeError, AttributeError, json.JSONDecodeError):
+    with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError, IndexError):
         notification_id = uuid.UUID(str(json.loads(message.body)["id"]))
     reason = _text(headers.get(Headers.DEAD_LETTER_REASON))
     if reason is None:
         # Dead-lettered by the broker (rejected, delivery_limit, expired).
         reason = _text(headers.get("x-first-death-reason")) or "unknown"
     attempts: int | None = None
-    with contextlib.suppress(TypeError, ValueError):
+    with contextlib.suppress(TypeError, ValueError, KeyError):
         attempts = int(headers[Headers.ATTEMPT])
     at = datetime.now(UTC)
     with contextlib.suppress(KeyError, ValueError, TypeError):
