@@ -1,0 +1,68 @@
+# Herald developer tasks: `make help` lists them. On a fresh machine with Python 3.11+,
+# `make run` and `make test` do all the set-up they need.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+MAKEFLAGS += --no-print-directory
+
+# Where `python3 -m pip install uv` puts uv (the interpreter's and the user's scripts directories),
+# so that `make install` works when uv is not on PATH yet.
+PY_SCRIPT_DIRS := $(shell python3 -c 'import os, sysconfig as s; print(s.get_path("scripts") + ":" + s.get_path("scripts", os.name + "_user"))' 2>/dev/null)
+export PATH := $(PATH):$(PY_SCRIPT_DIRS)
+
+MYPY_TARGETS := libs/common/src $(wildcard services/*/src) tests conftest.py scripts
+PYTEST_ARGS ?=
+
+.PHONY: help install lint format test run infra bench up down docs
+
+help: ## List the targets (the default)
+	@echo "Herald: make <target>"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## Install uv if it is missing (with pip), then the locked dependencies into .venv
+	@command -v uv >/dev/null 2>&1 || { \
+		echo "uv not found: installing it with pip"; \
+		python3 -m pip install uv \
+			|| python3 -m pip install --user uv \
+			|| python3 -m pip install --user --break-system-packages uv; \
+	}
+	uv sync --frozen
+
+lint: install ## ruff check, ruff format --check, mypy --strict, configuration docs up to date
+	uv run ruff check .
+	uv run ruff format --check .
+	uv run mypy $(MYPY_TARGETS)
+	uv run python -m scripts.config_docs --check
+
+format: install ## Format the code and apply ruff's safe fixes
+	uv run ruff format .
+	uv run ruff check --fix .
+
+test: install lint ## Lint, then every test against a real RabbitMQ and PostgreSQL (PYTEST_ARGS=...)
+	scripts/dev-infra.sh --tests
+	uv run pytest $(PYTEST_ARGS)
+
+infra: ## Start RabbitMQ and PostgreSQL unless they answer (Docker, else local servers)
+	scripts/dev-infra.sh
+
+run: install ## Start RabbitMQ and PostgreSQL if needed, migrate, run every service (Ctrl-C stops)
+	scripts/dev-infra.sh
+	uv run herald-migrate
+	@mkdir -p var/mail
+	@echo "API on http://127.0.0.1:8000, mail stored under var/mail/; Ctrl-C stops everything"
+	uv run honcho start -f Procfile
+
+bench: install ## Measure throughput and latency on this machine (prints a table)
+	scripts/dev-infra.sh
+	uv run python -m bench
+
+up: ## Build the images and run everything in Docker Compose
+	docker compose up -d --build
+
+down: ## Stop and remove the Docker Compose containers
+	docker compose down
+
+docs: install ## Regenerate docs/configuration.md from the settings models
+	uv run python -m scripts.config_docs

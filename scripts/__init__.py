@@ -1,0 +1,1 @@
+"""Developer scripts of the Herald workspace (run them as ``python -m scripts.NAME``)."""

@@ -1,0 +1,306 @@
+"""The deployment files agree with the Compose specification, the settings models and the code.
+
+Nothing here needs Docker: docker-compose.yml is checked against the Compose specification's JSON
+schema (vendored under tests/schemas/, see its README) and against the settings models, so a
+renamed setting, a changed default port or a missing console script fails here first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from herald_api.settings import ApiSettings
+from herald_channel_email.settings import EmailSettings
+from herald_common.settings import CommonSettings
+from herald_dispatcher.settings import DispatcherSettings
+from scripts.config_docs import MODELS, env_name
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"
+DOCKERFILE = "deploy/Dockerfile"
+
+SERVICE_SETTINGS: dict[str, type[BaseSettings]] = {
+    "migrate": CommonSettings,
+    "api": ApiSettings,
+    "dispatcher": DispatcherSettings,
+    "channel-email": EmailSettings,
+}
+"""The settings model each Herald service of docker-compose.yml reads."""
+
+HTTP_SETTINGS: dict[str, tuple[type[BaseSettings], str, str]] = {
+    "api": (ApiSettings, "api_host", "api_port"),
+    "dispatcher": (DispatcherSettings, "dispatcher_http_host", "dispatcher_http_port"),
+    "channel-email": (EmailSettings, "email_http_host", "email_http_port"),
+}
+"""Compose service -> (model, listen-address field, port field) of the HTTP port it serves."""
+
+
+@cache
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def services() -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose()["services"]
+    return result
+
+
+def environment(service: str) -> dict[str, str]:
+    env = services()[service].get("environment", {})
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def published_ports(service: str) -> list[tuple[int, int]]:
+    """(host port, container port) of every port a compose service publishes."""
+    result: list[tuple[int, int]] = []
+    for entry in services()[service].get("ports", []):
+        if isinstance(entry, dict):
+            result.append((int(entry["published"]), int(entry["target"])))
+            continue
+        *host, container = str(entry).split("/")[0].split(":")
+        result.append((int(host[-1]) if host else int(container), int(container)))
+    return result
+
+
+def default(model: type[BaseSettings], field: str) -> Any:
+    value = model.model_fields[field].get_default(call_default_factory=True)
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else value
+
+
+def workspace_members() -> list[Path]:
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    members: list[Path] = []
+    for pattern in root["tool"]["uv"]["workspace"]["members"]:
+        members += sorted(p.parent for p in ROOT.glob(f"{pattern}/pyproject.toml"))
+    return members
+
+
+def projects() -> dict[str, dict[str, Any]]:
+    """Workspace members' [project] tables by distribution name."""
+    tables = (
+        tomllib.loads((m / "pyproject.toml").read_text())["project"] for m in workspace_members()
+    )
+    return {table["name"]: table for table in tables}
+
+
+def console_scripts(distribution: str) -> set[str]:
+    """Console scripts ``distribution`` and the workspace members it depends on install."""
+    table = projects()[distribution]
+    scripts = set(table.get("scripts", {}))
+    for requirement in table.get("dependencies", []):
+        name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+        if name in projects():
+            scripts |= console_scripts(name)
+    return scripts
+
+
+# -- the Compose file ---------------------------------------------------------------------------
+
+
+def schema_errors(document: Any) -> list[str]:
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.Draft201909Validator(schema)
+    return [
+        f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    jsonschema.Draft201909Validator.check_schema(json.loads(SCHEMA.read_text()))
+    assert schema_errors(compose()) == []
+
+
+def test_the_schema_rejects_what_compose_rejects() -> None:
+    broken = json.loads(json.dumps(compose()))
+    broken["services"]["api"]["depends_on"]["migrate"]["condition"] = "service_done"
+    broken["services"]["api"]["enviroment"] = {"HERALD_API_PORT": "8000"}
+    errors = schema_errors(broken)
+    assert any("enviroment" in e for e in errors), errors
+    assert any(e.startswith("services/api/depends_on") for e in errors), errors
+
+
+def test_herald_variables_are_settings_of_the_service() -> None:
+    documented = {env_name(model, name) for model in MODELS for name in model.model_fields}
+    for service in services():
+        names = {n for n in environment(service) if n.startswith("HERALD_")}
+        assert names <= documented, f"{service}: not settings: {sorted(names - documented)}"
+        model = SERVICE_SETTINGS.get(service)
+        if model is None:
+            assert not names, f"{service} reads no Herald settings but sets {sorted(names)}"
+            continue
+        own = {env_name(model, name) for name in model.model_fields}
+        assert names <= own, f"{service} does not read {sorted(names - own)}"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_SETTINGS))
+def test_herald_variables_are_valid_values(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("HERALD_"):
+            monkeypatch.delenv(name)
+    for name, value in environment(service).items():
+        monkeypatch.setenv(name, value)
+    SERVICE_SETTINGS[service]()
+
+
+@pytest.mark.parametrize("service", sorted(HTTP_SETTINGS))
+def test_http_ports_are_the_settings_defaults(service: str) -> None:
+    model, host_field, port_field = HTTP_SETTINGS[service]
+    port = default(model, port_field)
+    env = environment(service)
+    assert env.get(env_name(model, port_field), str(port)) == str(port)
+    assert env.get(env_name(model, host_field)) == "0.0.0.0", "unreachable outside the container"
+    assert published_ports(service) == [(port, port)]
+    healthcheck = " ".join(services()[service]["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/healthz" in healthcheck
+
+
+def test_broker_and_database_are_where_the_settings_point() -> None:
+    api_env = environment("api")
+    for field, service in (("amqp_url", "rabbitmq"), ("database_url", "postgres")):
+        local = urlsplit(default(CommonSettings, field))
+        assert local.port is not None
+        assert (local.port, local.port) in published_ports(service)
+        in_compose = urlsplit(api_env[env_name(CommonSettings, field)])
+        assert in_compose.hostname == service
+        assert in_compose.port == local.port
+        assert in_compose.path == local.path, "same database / vhost as in development"
+
+
+def test_channel_email_sends_to_the_mail_sink() -> None:
+    env = environment("channel-email")
+    assert env["HERALD_EMAIL_SMTP_HOST"] == "mailsink"
+    command = services()["mailsink"]["command"]
+    port = command[command.index("--port") + 1]
+    assert env["HERALD_EMAIL_SMTP_PORT"] == port == str(default(EmailSettings, "email_smtp_port"))
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+
+
+def test_services_wait_for_broker_database_and_migrations() -> None:
+    for service in ("api", "dispatcher", "channel-email"):
+        depends = services()[service]["depends_on"]
+        assert depends["rabbitmq"]["condition"] == "service_healthy"
+        assert depends["postgres"]["condition"] == "service_healthy"
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+    assert services()["migrate"]["command"] == ["herald-migrate"]
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+
+def test_built_services_use_the_dockerfile_with_a_real_service() -> None:
+    available = {p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").exists()}
+    by_image: dict[str, Any] = {}
+    for service, definition in services().items():
+        if "build" not in definition:
+            continue
+        build = definition["build"]
+        assert build["context"] == "."
+        assert build["dockerfile"] == DOCKERFILE
+        target = build["args"]["SERVICE"]
+        assert target in available, f"{service}: no services/{target}"
+        scripts = console_scripts(f"herald-{target}")
+        command = definition.get("command", [f"herald-{target}"])  # the image's CMD
+        assert command[0] in scripts, f"{service}: {command[0]} is not in herald-{target}"
+        image = definition.get("image")
+        if image:
+            assert by_image.setdefault(image, build) == build, f"{image} built two ways"
+
+
+def dockerfile_lines() -> list[str]:
+    text = (ROOT / DOCKERFILE).read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_dockerfile_installs_dependencies_before_the_code() -> None:
+    lines = dockerfile_lines()
+    lock = next(i for i, line in enumerate(lines) if line.startswith("COPY") and "uv.lock" in line)
+    code = next(
+        i
+        for i, line in enumerate(lines)
+        if re.match(r"COPY\s+(libs|services)\b", line) and "pyproject.toml" not in line
+    )
+    deps = next(i for i, line in enumerate(lines) if "--no-install-workspace" in line)
+    assert lock < deps < code
+    for member in workspace_members():
+        manifest = (member / "pyproject.toml").relative_to(ROOT).as_posix()
+        assert any(manifest in line for line in lines[:deps]), f"{manifest} not copied first"
+    assert any(line.startswith("USER") and not line.endswith("root") for line in lines)
+    assert any("herald-${SERVICE}" in line for line in lines if line.startswith("CMD"))
+
+
+def test_every_service_has_an_image_cmd() -> None:
+    for service in (ROOT / "services").iterdir():
+        if not (service / "pyproject.toml").exists():
+            continue
+        table = tomllib.loads((service / "pyproject.toml").read_text())["project"]
+        assert f"herald-{service.name}" in table.get("scripts", {}), service.name
+
+
+# -- Procfile, Prometheus, scripts --------------------------------------------------------------
+
+
+def test_procfile_runs_console_scripts_of_the_workspace() -> None:
+    scripts = set().union(*(console_scripts(name) for name in projects()))
+    processes: dict[str, list[str]] = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, text = line.partition(":")
+            processes[name.strip()] = text.split()
+    assert set(processes) == {"api", "dispatcher", "email", "mailsink"}
+    for name, command in processes.items():
+        assert command[:2] == ["uv", "run"], name
+        assert command[2] in scripts, f"{name}: {command[2]} is no console script"
+
+
+def test_prometheus_scrapes_every_service_on_its_port() -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    for target in targets:
+        assert target.split(":")[0] in services(), target
+    for service, (model, _, port_field) in HTTP_SETTINGS.items():
+        assert f"{service}:{default(model, port_field)}" in targets
+
+
+@pytest.mark.parametrize("script", [".ci/run", "scripts/dev-infra.sh"])
+def test_scripts_are_executable(script: str) -> None:
+    assert os.access(ROOT / script, os.X_OK)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_readme_shows_the_current_make_help() -> None:
+    listing = subprocess.run(
+        ["make", "--no-print-directory", "help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    targets = [line for line in listing.splitlines() if line.startswith("  ")]
+    assert len(targets) >= 10
+    readme = (ROOT / "README.md").read_text()
+    missing = [line for line in targets if line not in readme]
+    assert not missing, f"README.md's `make help` is out of date: {missing}"
