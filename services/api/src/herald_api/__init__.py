@@ -1,0 +1,1 @@
+"""Herald's HTTP API: accepts notifications, reports on them, and manages dead letters."""

@@ -1,0 +1,3 @@
+from herald_api.main import main
+
+main()

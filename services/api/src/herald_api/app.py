@@ -1,0 +1,82 @@
+"""The aiohttp application: resources in ``cleanup_ctx``, routes, and the middlewares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from herald_common.db import create_pool
+from herald_common.ops import add_ops_routes
+
+from . import dead_letters, notifications, openapi
+from .broker import BROKER, BrokerLink
+from .correlation import correlation_middleware
+from .dead_letters import DEAD_LETTERS, DeadLetterStore
+from .metrics import ApiMetrics, metrics_middleware
+from .notifications import NOTIFICATIONS, NotificationStore
+from .problems import problem_middleware
+from .settings import API_SETTINGS, ApiSettings
+
+POOL = web.AppKey("pool", asyncpg.Pool)
+METRICS = web.AppKey("metrics", ApiMetrics)
+
+READINESS_TIMEOUT = 2.0
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[API_SETTINGS]
+    pool = await create_pool(
+        settings.database_url.get_secret_value(),
+        min_size=settings.db_pool_min,
+        max_size=max(settings.db_pool_min, settings.db_pool_max),
+    )
+    app[POOL] = pool
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+async def _broker_and_stores(app: web.Application) -> AsyncIterator[None]:
+    settings, pool, metrics = app[API_SETTINGS], app[POOL], app[METRICS]
+    broker = BrokerLink(settings, pool, metrics)
+    broker.start()
+    app[BROKER] = broker
+    app[NOTIFICATIONS] = NotificationStore(pool, broker, metrics, settings.outbox_grace)
+    app[DEAD_LETTERS] = DeadLetterStore(pool, broker, settings.outbox_grace)
+    try:
+        yield
+    finally:
+        await broker.close()
+
+
+def create_app(settings: ApiSettings) -> web.Application:
+    registry = CollectorRegistry()
+    metrics = ApiMetrics.create(registry)
+    app = web.Application(
+        client_max_size=settings.api_max_body_bytes,
+        middlewares=[correlation_middleware, metrics_middleware(metrics), problem_middleware],
+    )
+    app[API_SETTINGS] = settings
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_broker_and_stores)
+
+    async def database_ready() -> None:
+        pool: asyncpg.Pool[Any] = app[POOL]
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            await pool.fetchval("SELECT 1")
+
+    async def broker_ready() -> None:
+        await app[BROKER].check()
+
+    add_ops_routes(app, registry, {"database": database_ready, "broker": broker_ready})
+    notifications.add_routes(app)
+    dead_letters.add_routes(app)
+    openapi.add_routes(app)
+    return app

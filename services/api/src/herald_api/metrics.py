@@ -1,0 +1,81 @@
+"""The API's Prometheus metrics, on a registry of its own per application."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from herald_common.metrics import LATENCY_BUCKETS
+
+
+@dataclass(frozen=True)
+class ApiMetrics:
+    requests: Counter
+    request_seconds: Histogram
+    accepted: Counter
+    publish_failures: Counter
+    broker_connected: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ApiMetrics:
+        return cls(
+            requests=Counter(
+                "herald_api_requests_total",
+                "HTTP requests by method, route template and status.",
+                ["method", "route", "status"],
+                registry=registry,
+            ),
+            request_seconds=Histogram(
+                "herald_api_request_seconds",
+                "Time to answer an HTTP request, by route template.",
+                ["route"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            accepted=Counter(
+                "herald_notifications_accepted_total",
+                "Notifications accepted (stored with their outbox row), by channel.",
+                ["channel"],
+                registry=registry,
+            ),
+            publish_failures=Counter(
+                "herald_outbox_publish_failures_total",
+                "Outbox messages the API could not publish; the dispatcher's relay publishes them.",
+                registry=registry,
+            ),
+            broker_connected=Gauge(
+                "herald_api_broker_connected",
+                "1 while the API holds a connection to the broker with the topology declared.",
+                registry=registry,
+            ),
+        )
+
+
+def route_label(request: web.Request) -> str:
+    """The route template (``/v1/notifications/{id}``), never the raw path: bounded cardinality."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def metrics_middleware(metrics: ApiMetrics) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            route = route_label(request)
+            metrics.requests.labels(request.method, route, str(status)).inc()
+            metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+
+    return middleware

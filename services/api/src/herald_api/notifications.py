@@ -1,0 +1,374 @@
+"""Notifications: accepting them (one, or a batch) with their outbox rows, and reading them back."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from herald_common import outbox
+
+from .bodies import (
+    ACCEPTED_CHANNELS,
+    idempotency_key,
+    parse_batch,
+    parse_single,
+    read_json,
+    request_hash,
+)
+from .broker import BrokerLink
+from .correlation import CORRELATION_ID
+from .deliveries import PendingMessage, delivery_message, traceparent_of
+from .errors import Conflict, FieldProblem, IdempotencyConflict, InvalidInput, NotFound
+from .metrics import ApiMetrics
+from .models import (
+    NOTIFICATION_STATUSES,
+    AcceptedNotification,
+    Attempt,
+    BatchAccepted,
+    Notification,
+    NotificationDeadLetter,
+    NotificationDetail,
+    NotificationPage,
+    NotificationRequest,
+)
+from .pagination import KeysetQuery, encode_cursor, parse_limit
+from .responses import json_model
+from .settings import API_SETTINGS, ApiSettings
+
+log = structlog.get_logger("herald_api.notifications")
+
+_COLUMNS = """id, channel, recipient, content, metadata, status, correlation_id, attempts,
+    last_error, failure_reason, provider, provider_message_id, next_attempt_at, created_at,
+    updated_at, sent_at"""
+
+
+def parse_id(text: str) -> UUID:
+    """A resource id from the path; anything that is not a UUID names no resource (404)."""
+    try:
+        return UUID(text)
+    except ValueError:
+        raise NotFound(f"no resource with id {text!r}") from None
+
+
+def _notification(row: asyncpg.Record) -> Notification:
+    return Notification(
+        id=row["id"],
+        channel=row["channel"],
+        to=row["recipient"],
+        content=row["content"],
+        metadata=row["metadata"],
+        status=row["status"],
+        correlation_id=row["correlation_id"],
+        attempt_count=row["attempts"],
+        last_error=row["last_error"],
+        failure_reason=row["failure_reason"],
+        provider=row["provider"],
+        provider_message_id=row["provider_message_id"],
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        sent_at=row["sent_at"],
+    )
+
+
+def _accepted(row: asyncpg.Record) -> AcceptedNotification:
+    return AcceptedNotification(
+        id=row["id"],
+        status=row["status"],
+        channel=row["channel"],
+        to=row["recipient"],
+        metadata=row["metadata"],
+        correlation_id=row["correlation_id"],
+        created_at=row["created_at"],
+    )
+
+
+class NotificationStore:
+    """Notifications in PostgreSQL, each committed together with its outbox message."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        broker: BrokerLink,
+        metrics: ApiMetrics,
+        outbox_grace: float,
+    ) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._metrics = metrics
+        self._grace = outbox_grace
+
+    async def create(
+        self,
+        request: NotificationRequest,
+        *,
+        idempotency_key: str | None,
+        correlation_id: str,
+        traceparent: str | None,
+    ) -> tuple[AcceptedNotification, bool]:
+        """Store and publish one notification; (it, True) when the idempotency key replayed one.
+
+        A reused key with the same request returns the notification it made and stores and
+        publishes nothing; with a different request it raises ``IdempotencyConflict``. Two racing
+        requests with one key are settled by the unique index: one inserts, the other finds it.
+        """
+        id, created_at = uuid.uuid4(), datetime.now(UTC)
+        content = request.content.model_dump(mode="json")
+        digest = request_hash(request)
+        message = delivery_message(
+            id=id,
+            channel=request.channel,
+            to=request.to,
+            content=request.content,
+            metadata=request.metadata,
+            correlation_id=correlation_id,
+            created_at=created_at,
+            attempt=1,
+            traceparent=traceparent,
+            validated=True,
+        )
+        async with self._pool.acquire() as connection, connection.transaction():
+            inserted = await connection.fetchval(
+                """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
+                       correlation_id, idempotency_key, request_hash, created_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $9)
+                   ON CONFLICT (idempotency_key) DO NOTHING
+                   RETURNING id""",
+                id,
+                request.channel,
+                request.to,
+                content,
+                request.metadata,
+                correlation_id,
+                idempotency_key,
+                digest,
+                created_at,
+            )
+            if inserted is None:
+                return await self._replay(connection, idempotency_key, digest), True
+            [outbox_id] = await outbox.insert(connection, [message], delay=self._grace)
+        self._metrics.accepted.labels(request.channel).inc()
+        log.debug("notification accepted", notification_id=str(id), channel=request.channel)
+        await self._broker.publish_one(PendingMessage(outbox_id, message))
+        return (
+            AcceptedNotification(
+                id=id,
+                status="queued",
+                channel=request.channel,
+                to=request.to,
+                metadata=request.metadata,
+                correlation_id=correlation_id,
+                created_at=created_at,
+            ),
+            False,
+        )
+
+    @staticmethod
+    async def _replay(
+        connection: asyncpg.pool.PoolConnectionProxy[Any], key: str | None, digest: str
+    ) -> AcceptedNotification:
+        row = await connection.fetchrow(
+            f"SELECT {_COLUMNS}, request_hash FROM notifications WHERE idempotency_key = $1", key
+        )
+        if row is None:  # the conflicting row went away between the two statements
+            raise Conflict("a concurrent request with this Idempotency-Key changed; retry")
+        if row["request_hash"] != digest:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
+        return _accepted(row)
+
+    async def create_many(
+        self,
+        requests: list[NotificationRequest],
+        *,
+        correlation_id: str,
+        traceparent: str | None,
+    ) -> list[AcceptedNotification]:
+        """Store a batch in one transaction (multi-row inserts), then publish it in one go."""
+        created_at = datetime.now(UTC)
+        ids = [uuid.uuid4() for _ in requests]
+        contents = [r.content.model_dump(mode="json") for r in requests]
+        messages = [
+            delivery_message(
+                id=id,
+                channel=r.channel,
+                to=r.to,
+                content=r.content,
+                metadata=r.metadata,
+                correlation_id=correlation_id,
+                created_at=created_at,
+                attempt=1,
+                traceparent=traceparent,
+                validated=True,
+            )
+            for id, r in zip(ids, requests, strict=True)
+        ]
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
+                       correlation_id, created_at, updated_at)
+                   SELECT i, c, r, ct::jsonb, m::jsonb, 'queued', $6, $7, $7
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+                       AS t(i, c, r, ct, m)""",
+                ids,
+                [r.channel for r in requests],
+                [r.to for r in requests],
+                [json.dumps(c) for c in contents],
+                [json.dumps(r.metadata) for r in requests],
+                correlation_id,
+                created_at,
+            )
+            outbox_ids = await outbox.insert(connection, messages, delay=self._grace)
+        for request in requests:
+            self._metrics.accepted.labels(request.channel).inc()
+        log.debug("notification batch accepted", notifications=len(requests))
+        await self._broker.publish(
+            [PendingMessage(o, m) for o, m in zip(outbox_ids, messages, strict=True)]
+        )
+        return [
+            AcceptedNotification(
+                id=id,
+                status="queued",
+                channel=r.channel,
+                to=r.to,
+                metadata=r.metadata,
+                correlation_id=correlation_id,
+                created_at=created_at,
+            )
+            for id, r in zip(ids, requests, strict=True)
+        ]
+
+    async def get(self, id: UUID) -> NotificationDetail:
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                f"SELECT {_COLUMNS} FROM notifications WHERE id = $1", id
+            )
+            if row is None:
+                raise NotFound(f"no notification with id {id}")
+            attempts = await connection.fetch(
+                """SELECT attempt, provider, started_at, finished_at, result, error,
+                          provider_message_id, possible_duplicate
+                   FROM attempts WHERE notification_id = $1 ORDER BY attempt""",
+                id,
+            )
+            dead_letters = await connection.fetch(
+                """SELECT id, reason, last_error, dead_lettered_at, resolved_at, resolution
+                   FROM dead_letters WHERE notification_id = $1
+                   ORDER BY dead_lettered_at, id""",
+                id,
+            )
+        return NotificationDetail(
+            **_notification(row).model_dump(),
+            attempts=[Attempt.model_validate(dict(a)) for a in attempts],
+            dead_letters=[NotificationDeadLetter.model_validate(dict(d)) for d in dead_letters],
+        )
+
+    async def page(
+        self, *, status: str | None, channel: str | None, limit: int, cursor: str | None
+    ) -> NotificationPage:
+        query = KeysetQuery()
+        if status is not None:
+            query.add("status = {0}", status)
+        if channel is not None:
+            query.add("channel = {0}", channel)
+        query.after("created_at", cursor)
+        limit_arg = query.limit_placeholder(limit)
+        rows = await self._pool.fetch(
+            f"""SELECT {_COLUMNS} FROM notifications {query.where()}
+                ORDER BY created_at DESC, id DESC LIMIT {limit_arg}""",
+            *query.args,
+        )
+        items = [_notification(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = items[-1]
+            next_cursor = encode_cursor(last.created_at, last.id)
+        return NotificationPage(items=items, next_cursor=next_cursor)
+
+
+NOTIFICATIONS = web.AppKey("notifications", NotificationStore)
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+def _location(id: UUID) -> dict[str, str]:
+    return {"Location": f"/v1/notifications/{id}"}
+
+
+async def create_notification(request: web.Request) -> web.Response:
+    settings: ApiSettings = request.app[API_SETTINGS]
+    data = await read_json(request, settings.api_max_body_bytes)
+    key = idempotency_key(request)
+    notification = parse_single(data)
+    accepted, replayed = await request.app[NOTIFICATIONS].create(
+        notification,
+        idempotency_key=key,
+        correlation_id=request[CORRELATION_ID],
+        traceparent=traceparent_of(request),
+    )
+    headers = _location(accepted.id)
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_model(accepted, status=200 if replayed else 202, headers=headers)
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    settings: ApiSettings = request.app[API_SETTINGS]
+    data = await read_json(request, settings.api_max_body_bytes)
+    if idempotency_key(request) is not None:
+        raise InvalidInput(
+            [
+                FieldProblem(
+                    "Idempotency-Key",
+                    "not supported on batches; send keyed notifications one by one",
+                )
+            ]
+        )
+    notifications = parse_batch(data, settings.api_max_batch)
+    accepted = await request.app[NOTIFICATIONS].create_many(
+        notifications,
+        correlation_id=request[CORRELATION_ID],
+        traceparent=traceparent_of(request),
+    )
+    return json_model(BatchAccepted(notifications=accepted), status=202)
+
+
+async def get_notification(request: web.Request) -> web.Response:
+    id = parse_id(request.match_info["id"])
+    return json_model(await request.app[NOTIFICATIONS].get(id))
+
+
+async def list_notifications(request: web.Request) -> web.Response:
+    params = request.query
+    problems = []
+    status = params.get("status") or None
+    if status is not None and status not in NOTIFICATION_STATUSES:
+        problems.append(
+            FieldProblem("status", f"must be one of {', '.join(NOTIFICATION_STATUSES)}")
+        )
+    channel = params.get("channel") or None
+    if channel is not None and channel not in ACCEPTED_CHANNELS:
+        problems.append(FieldProblem("channel", f"must be one of {', '.join(ACCEPTED_CHANNELS)}"))
+    if problems:
+        raise InvalidInput(problems)
+    page = await request.app[NOTIFICATIONS].page(
+        status=status,
+        channel=channel,
+        limit=parse_limit(params.get("limit")),
+        cursor=params.get("cursor") or None,
+    )
+    return json_model(page)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/notifications", create_notification)
+    app.router.add_post("/v1/notifications/batch", create_batch)
+    app.router.add_get("/v1/notifications", list_notifications)
+    app.router.add_get("/v1/notifications/{id}", get_notification)

@@ -1,0 +1,342 @@
+"""The OpenAPI 3.1 document, generated from the request and response models."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from .models import (
+    NOTIFICATION_STATUSES,
+    REQUEST_MODELS,
+    AcceptedNotification,
+    BatchAccepted,
+    BatchRequest,
+    DeadLetter,
+    DeadLetterPage,
+    NotificationDetail,
+    NotificationPage,
+    Problem,
+    RedriveFilter,
+    RedriveResult,
+)
+from .pagination import DEFAULT_LIMIT, MAX_LIMIT
+from .problems import PROBLEM_CONTENT_TYPE
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+Mode = Literal["validation", "serialization"]
+_MODELS: list[tuple[type[BaseModel], Mode]] = [
+    *((model, "validation") for model in REQUEST_MODELS.values()),
+    (BatchRequest, "validation"),
+    (RedriveFilter, "validation"),
+    (AcceptedNotification, "serialization"),
+    (BatchAccepted, "serialization"),
+    (NotificationDetail, "serialization"),
+    (NotificationPage, "serialization"),
+    (DeadLetter, "serialization"),
+    (DeadLetterPage, "serialization"),
+    (RedriveResult, "serialization"),
+    (Problem, "serialization"),
+]
+
+_CORRELATION_HEADER = {
+    "X-Correlation-Id": {
+        "description": "The request's correlation id, or the one the API made up for it.",
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    descriptions = {
+        400: "The body is not JSON.",
+        404: "No such resource.",
+        409: "The request conflicts with the resource's state.",
+        413: "The body is too large.",
+        415: "The body is not application/json.",
+        422: "The request does not validate; `errors` lists every invalid field.",
+    }
+    return {
+        str(status): {
+            "description": descriptions[status],
+            "headers": _CORRELATION_HEADER,
+            "content": {
+                PROBLEM_CONTENT_TYPE: {"schema": {"$ref": REF_TEMPLATE.format(model="Problem")}}
+            },
+        }
+        for status in statuses
+    }
+
+
+def _ok(description: str, schema: dict[str, Any], **extra_headers: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {**_CORRELATION_HEADER, **extra_headers},
+        **_json(schema),
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+_LIMIT = _query(
+    "limit",
+    "Items per page.",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+)
+_CURSOR = _query("cursor", "`next_cursor` of the previous page.", {"type": "string"})
+_TRACEPARENT = {
+    "name": "traceparent",
+    "in": "header",
+    "required": False,
+    "description": "W3C trace context; carried with the message to the channel service.",
+    "schema": {"type": "string"},
+}
+_CORRELATION = {
+    "name": "X-Correlation-Id",
+    "in": "header",
+    "required": False,
+    "description": "Returned on the response and stored with the notification; made up if absent.",
+    "schema": {"type": "string", "maxLength": 128},
+}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    refs, top = models_json_schema(_MODELS, ref_template=REF_TEMPLATE)
+    components: dict[str, Any] = dict(top.get("$defs", {}))
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        for mode in ("validation", "serialization"):
+            found = refs.get((model, mode))
+            if found is not None:
+                return dict(found)
+        raise KeyError(model)
+
+    notification_request = {
+        "oneOf": [ref(model) for model in REQUEST_MODELS.values()],
+        "discriminator": {
+            "propertyName": "channel",
+            "mapping": {channel: ref(model)["$ref"] for channel, model in REQUEST_MODELS.items()},
+        },
+    }
+    location = {
+        "Location": {"description": "The notification's URL.", "schema": {"type": "string"}}
+    }
+    paths: dict[str, Any] = {
+        "/v1/notifications": {
+            "post": {
+                "summary": "Accept a notification",
+                "operationId": "createNotification",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": (
+                            "Repeating a request with the same key and body returns the "
+                            "notification it made (200); a different body is a 409."
+                        ),
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    },
+                    _CORRELATION,
+                    _TRACEPARENT,
+                ],
+                "requestBody": {"required": True, **_json(notification_request)},
+                "responses": {
+                    "202": _ok(
+                        "Accepted: stored and queued.", ref(AcceptedNotification), **location
+                    ),
+                    "200": _ok(
+                        "The notification an earlier request with this Idempotency-Key made.",
+                        ref(AcceptedNotification),
+                        **location,
+                    ),
+                    **_problems(400, 409, 413, 415, 422),
+                },
+            },
+            "get": {
+                "summary": "List notifications, newest first",
+                "operationId": "listNotifications",
+                "parameters": [
+                    _query(
+                        "status",
+                        "Only this status.",
+                        {"type": "string", "enum": list(NOTIFICATION_STATUSES)},
+                    ),
+                    _query(
+                        "channel",
+                        "Only this channel.",
+                        {"type": "string", "enum": list(REQUEST_MODELS)},
+                    ),
+                    _LIMIT,
+                    _CURSOR,
+                ],
+                "responses": {
+                    "200": _ok("A page of notifications.", ref(NotificationPage)),
+                    **_problems(422),
+                },
+            },
+        },
+        "/v1/notifications/batch": {
+            "post": {
+                "summary": "Accept many notifications at once (all or none)",
+                "operationId": "createNotificationBatch",
+                "parameters": [_CORRELATION, _TRACEPARENT],
+                "requestBody": {"required": True, **_json(ref(BatchRequest))},
+                "responses": {
+                    "202": _ok("Accepted, in the order of the request.", ref(BatchAccepted)),
+                    **_problems(400, 413, 415, 422),
+                },
+            },
+        },
+        "/v1/notifications/{id}": {
+            "get": {
+                "summary": "A notification with its attempts and dead letters",
+                "operationId": "getNotification",
+                "parameters": [_ID],
+                "responses": {
+                    "200": _ok("The notification.", ref(NotificationDetail)),
+                    **_problems(404),
+                },
+            },
+        },
+        "/v1/dead-letters": {
+            "get": {
+                "summary": "List dead letters, newest first (unresolved unless asked otherwise)",
+                "operationId": "listDeadLetters",
+                "parameters": [
+                    _query("channel", "Only this channel.", {"type": "string"}),
+                    _query("reason", "Only this reason.", {"type": "string"}),
+                    _query(
+                        "include_resolved",
+                        "Also list resolved ones.",
+                        {"type": "boolean", "default": False},
+                    ),
+                    _LIMIT,
+                    _CURSOR,
+                ],
+                "responses": {
+                    "200": _ok("A page of dead letters.", ref(DeadLetterPage)),
+                    **_problems(422),
+                },
+            },
+        },
+        "/v1/dead-letters/redrive": {
+            "post": {
+                "summary": "Redrive every unresolved dead letter the filter matches",
+                "operationId": "redriveDeadLetters",
+                "requestBody": {"required": True, **_json(ref(RedriveFilter))},
+                "responses": {
+                    "200": _ok("What was redriven.", ref(RedriveResult)),
+                    **_problems(400, 413, 415, 422),
+                },
+            },
+        },
+        "/v1/dead-letters/{id}": {
+            "get": {
+                "summary": "A dead letter",
+                "operationId": "getDeadLetter",
+                "parameters": [_ID],
+                "responses": {"200": _ok("The dead letter.", ref(DeadLetter)), **_problems(404)},
+            },
+            "delete": {
+                "summary": "Discard a dead letter (resolution `discarded`)",
+                "operationId": "discardDeadLetter",
+                "parameters": [_ID],
+                "responses": {
+                    "200": _ok("The discarded dead letter.", ref(DeadLetter)),
+                    **_problems(404, 409),
+                },
+            },
+        },
+        "/v1/dead-letters/{id}/redrive": {
+            "post": {
+                "summary": "Queue the dead letter's notification again with a fresh attempt budget",
+                "operationId": "redriveDeadLetter",
+                "parameters": [_ID, _TRACEPARENT],
+                "responses": {
+                    "200": _ok("The dead letter, now resolved as `redriven`.", ref(DeadLetter)),
+                    **_problems(404, 409),
+                },
+            },
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "operationId": "healthz",
+                "responses": {"200": _ok("The process answers.", {"type": "object"})},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: database and broker reachable",
+                "operationId": "readyz",
+                "responses": {
+                    "200": _ok("Ready.", {"type": "object"}),
+                    "503": _ok("A dependency is unavailable.", {"type": "object"}),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "responses": {
+                    "200": {
+                        "description": "Text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": {"200": _ok("OpenAPI 3.1.", {"type": "object"})},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Herald API",
+            "version": "1",
+            "description": (
+                "Accepts notifications, reports their delivery, and manages dead letters. "
+                "Errors are RFC 9457 problem details (application/problem+json)."
+            ),
+        },
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+async def serve_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", serve_openapi)

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from herald_common.schemas import Headers, parse_delivery
+from services.api.tests.support import Client, WorkQueue, count, dead_letter, email
+
+
+async def _notification(client: Client, **overrides: Any) -> uuid.UUID:
+    response = await client.post("/v1/notifications", json=email(**overrides))
+    assert response.status == 202
+    return uuid.UUID((await response.json())["id"])
+
+
+async def test_list_filter_and_get(client: Client, pool: asyncpg.Pool[Any]) -> None:
+    ids = []
+    for i, reason in enumerate(["exhausted", "rejected", "exhausted", "rejected", "exhausted"]):
+        notification = await _notification(client)
+        ids.append(
+            await dead_letter(
+                pool, notification, reason=reason, dead_lettered_at=f"2030-01-0{i + 1}T00:00Z"
+            )
+        )
+    malformed = await dead_letter(pool, None, reason="malformed", dead_lettered_at="2030-01-09Z")
+    await pool.execute(
+        "UPDATE dead_letters SET resolved_at = now(), resolution = 'discarded' WHERE id = $1",
+        ids[0],
+    )
+
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = await (await client.get("/v1/dead-letters", params=params)).json()
+        pages += 1
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == [str(malformed), *(str(i) for i in reversed(ids[1:]))]
+
+    everything = await client.get("/v1/dead-letters", params={"include_resolved": "true"})
+    assert len((await everything.json())["items"]) == 6
+    rejected = await (await client.get("/v1/dead-letters", params={"reason": "rejected"})).json()
+    assert [item["id"] for item in rejected["items"]] == [str(ids[3]), str(ids[1])]
+    by_channel = await client.get("/v1/dead-letters", params={"channel": "sms"})
+    assert (await by_channel.json())["items"] == []
+    bad = await client.get("/v1/dead-letters", params={"include_resolved": "maybe"})
+    assert bad.status == 422
+
+    response = await client.get(f"/v1/dead-letters/{ids[1]}")
+    assert response.status == 200
+    body = await response.json()
+    assert body["id"] == str(ids[1])
+    assert body["channel"] == "email"
+    assert body["reason"] == "rejected"
+    assert body["last_error"] == "smtp said no"
+    assert body["attempts"] == 5
+    assert body["resolved_at"] is None
+    assert body["resolution"] is None
+    assert body["notification_id"] is not None
+    assert (await client.get(f"/v1/dead-letters/{uuid.uuid4()}")).status == 404
+    assert (await client.get("/v1/dead-letters/nope")).status == 404
+
+    notification = await (await client.get(f"/v1/notifications/{body['notification_id']}")).json()
+    assert [d["id"] for d in notification["dead_letters"]] == [str(ids[1])]
+    assert notification["status"] == "failed"
+
+
+async def test_redrive_queues_again_with_a_fresh_budget(
+    client: Client, pool: asyncpg.Pool[Any], work_queue: WorkQueue
+) -> None:
+    notification = await _notification(client, metadata={"k": "v"})
+    await work_queue.take(1)
+    id = await dead_letter(pool, notification, attempts=5)
+
+    response = await client.post(f"/v1/dead-letters/{id}/redrive")
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["resolution"] == "redriven"
+    assert body["resolved_at"] is not None
+
+    row = await pool.fetchrow("SELECT * FROM notifications WHERE id = $1", notification)
+    assert row is not None
+    assert row["status"] == "queued"
+    assert row["failure_reason"] is None
+    assert row["next_attempt_at"] is None
+
+    [message] = await work_queue.take(1)
+    assert message.headers[Headers.ATTEMPT] == 6
+    assert message.headers[Headers.FIRST_ATTEMPT] == 6
+    delivery = parse_delivery(message.body, "email")
+    assert delivery.id == notification
+    assert delivery.metadata == {"k": "v"}
+    assert delivery.content.subject == "Hello"
+    assert await count(pool, "outbox") == 0
+
+    again = await client.post(f"/v1/dead-letters/{id}/redrive")
+    assert again.status == 409
+    assert again.content_type == "application/problem+json"
+    assert (await client.post(f"/v1/dead-letters/{uuid.uuid4()}/redrive")).status == 404
+    assert await work_queue.depth() == 0
+
+
+async def test_a_malformed_message_cannot_be_redriven(
+    client: Client, pool: asyncpg.Pool[Any], work_queue: WorkQueue
+) -> None:
+    id = await dead_letter(pool, None, reason="malformed")
+    response = await client.post(f"/v1/dead-letters/{id}/redrive")
+    assert response.status == 409
+    assert (await response.json())["detail"] == "cannot redrive a malformed message"
+    assert await pool.fetchval("SELECT resolved_at FROM dead_letters WHERE id = $1", id) is None
+    assert await count(pool, "outbox") == 0
+    assert await work_queue.depth() == 0
+
+
+async def test_bulk_redrive_by_filter(
+    client: Client, pool: asyncpg.Pool[Any], work_queue: WorkQueue
+) -> None:
+    exhausted, rejected = [], []
+    for i in range(4):
+        exhausted.append(
+            await dead_letter(
+                pool,
+                await _notification(client),
+                reason="exhausted",
+                attempts=i + 1,
+                dead_lettered_at=f"2030-01-0{i + 1}T00:00Z",
+            )
+        )
+    for _ in range(2):
+        rejected.append(await dead_letter(pool, await _notification(client), reason="rejected"))
+    malformed = await dead_letter(pool, None, reason="exhausted")
+    await work_queue.take(6)
+
+    response = await client.post(
+        "/v1/dead-letters/redrive",
+        json={"reason": "exhausted", "since": "2030-01-02T00:00:00Z", "until": "2030-01-04T00:00Z"},
+    )
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["redriven"] == 2
+    assert body["ids"] == [str(exhausted[1]), str(exhausted[2])]
+    messages = await work_queue.take(2)
+    assert sorted(int(str(m.headers[Headers.ATTEMPT])) for m in messages) == [3, 4]
+    assert {m.message_id for m in messages} == set(body["notification_ids"])
+
+    rest = await client.post("/v1/dead-letters/redrive", json={"channel": "email"})
+    body = await rest.json()
+    assert body["redriven"] == 4
+    assert set(body["ids"]) == {str(i) for i in [exhausted[0], exhausted[3], *rejected]}
+    await work_queue.take(4)
+    assert (
+        await pool.fetchval("SELECT resolved_at FROM dead_letters WHERE id = $1", malformed) is None
+    )
+
+    nothing = await client.post("/v1/dead-letters/redrive", json={})
+    assert await nothing.json() == {"redriven": 0, "ids": [], "notification_ids": []}
+    bad = await client.post("/v1/dead-letters/redrive", json={"since": "yesterday"})
+    assert bad.status == 422
+    naive = await client.post("/v1/dead-letters/redrive", json={"since": "2030-01-01T00:00:00"})
+    assert naive.status == 422
+    assert await count(pool, "outbox") == 0
+    assert await work_queue.depth() == 0
+
+
+async def test_discard(client: Client, pool: asyncpg.Pool[Any], work_queue: WorkQueue) -> None:
+    id = await dead_letter(pool, await _notification(client))
+    await work_queue.take(1)
+    response = await client.delete(f"/v1/dead-letters/{id}")
+    assert response.status == 200
+    body = await response.json()
+    assert body["id"] == str(id)
+    assert body["resolution"] == "discarded"
+    assert body["resolved_at"] is not None
+    assert (await client.delete(f"/v1/dead-letters/{id}")).status == 409
+    assert (await client.post(f"/v1/dead-letters/{id}/redrive")).status == 409
+    assert (await client.delete(f"/v1/dead-letters/{uuid.uuid4()}")).status == 404
+    listed = await (await client.get("/v1/dead-letters")).json()
+    assert listed["items"] == []
+    assert await work_queue.depth() == 0
