@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 _EMAIL = re.compile(r"(?<![\w.+-])([\w.+-])[\w.+-]*@([\w-]+(?:\.[\w-]+)+)")
-_PHONE = re.compile(r"(?<![\w+])\+?\d(?:[\s.-]?\d){6,13}(\d{2})(?!\d)")
+_PHONE = re.compile(r"(?<![\w+.-])\+?\d(?:[\s.-]?\d){6,13}(\d{2})(?![\w-])")
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/\s:@]+:[^/\s@]+@")
 
 

@@ -94,6 +94,19 @@ class Topology:
             "x-delivery-limit": DELIVERY_LIMIT,
         }
 
+    def outcomes_queue_arguments(self) -> dict[str, Any]:
+        return {
+            **_QUORUM,
+            **_SAFE_DEAD_LETTERING,
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+            "x-dead-letter-routing-key": "outcomes",
+            "x-delivery-limit": DELIVERY_LIMIT,
+        }
+
+    @staticmethod
+    def dead_letter_queue_arguments() -> dict[str, Any]:
+        return dict(_QUORUM)
+
     def retry_queue_arguments(self, channel: str, delay: float) -> dict[str, Any]:
         # Expired messages go through the default exchange straight to the work queue.
         return {
@@ -132,23 +145,19 @@ class Topology:
             )
             await work.bind(notifications, routing_key=f"{name}.#")
             dead = await channel.declare_queue(
-                self.dead_letter_queue(name), durable=True, arguments=_QUORUM
+                self.dead_letter_queue(name),
+                durable=True,
+                arguments=self.dead_letter_queue_arguments(),
             )
             await dead.bind(dead_letters, routing_key=name)
         outcomes = await channel.declare_queue(
-            self.outcomes_queue,
-            durable=True,
-            arguments={
-                **_QUORUM,
-                **_SAFE_DEAD_LETTERING,
-                "x-dead-letter-exchange": self.dead_letter_exchange,
-                "x-dead-letter-routing-key": "outcomes",
-                "x-delivery-limit": DELIVERY_LIMIT,
-            },
+            self.outcomes_queue, durable=True, arguments=self.outcomes_queue_arguments()
         )
         await outcomes.bind(events, routing_key="outcome.#")
         outcomes_dead = await channel.declare_queue(
-            self.outcomes_dead_letter_queue, durable=True, arguments=_QUORUM
+            self.outcomes_dead_letter_queue,
+            durable=True,
+            arguments=self.dead_letter_queue_arguments(),
         )
         await outcomes_dead.bind(dead_letters, routing_key="outcomes")
 

@@ -117,6 +117,7 @@ class ChannelWorker:
         self._clock = clock
         self._topology = Topology(settings.namespace)
         self._in_flight: set[asyncio.Task[Any]] = set()
+        self._active: dict[tuple[Any, int], asyncio.Task[Any]] = {}
         self._stopping = asyncio.Event()
         self._consume_channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -223,6 +224,27 @@ class ChannelWorker:
             correlation_id=delivery.correlation_id or message.correlation_id,
             attempt=number,
         )
+        key = (delivery.id, number)
+        earlier = self._active.get(key)
+        if earlier is not None:
+            # A redelivery (after a lost channel) of a delivery this process is still working on:
+            # let that one finish, so this copy replays its result instead of sending again.
+            await asyncio.wait({earlier}, timeout=self._settings.shutdown_timeout)
+        self._active[key] = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            await self._handle_claimed(message, headers, delivery, number, first_number)
+        finally:
+            if self._active.get(key) is asyncio.current_task():
+                del self._active[key]
+
+    async def _handle_claimed(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        delivery: Delivery,
+        number: int,
+        first_number: int,
+    ) -> None:
         decision = await self._infra(
             self._claims_batcher.submit(
                 ledger.Claim(delivery.id, number, bool(message.redelivered), self._provider.name)

@@ -229,11 +229,19 @@ class Consumers:
     async def start(self) -> None:
         self._channel = await self._connection.channel()
         await self._channel.set_qos(prefetch_count=self._prefetch)
-        queue = await self._channel.get_queue(self._topology.outcomes_queue, ensure=False)
+        # declare_queue (not get_queue): a robust channel restores only what it declared, so
+        # these consumers come back by themselves after a reconnect.
+        queue = await self._channel.declare_queue(
+            self._topology.outcomes_queue,
+            durable=True,
+            arguments=self._topology.outcomes_queue_arguments(),
+        )
         self._consumers.append((queue, await queue.consume(self._on_outcomes)))
         for channel in self._topology.channels:
-            dead = await self._channel.get_queue(
-                self._topology.dead_letter_queue(channel), ensure=False
+            dead = await self._channel.declare_queue(
+                self._topology.dead_letter_queue(channel),
+                durable=True,
+                arguments=self._topology.dead_letter_queue_arguments(),
             )
             self._consumers.append((dead, await dead.consume(self._dead_letter_handler(channel))))
 
