@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from email.message import Message
 from typing import Any
 
@@ -47,6 +47,7 @@ class FakeSmtp:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Controller | None = None
     _port: int = 0
+    sessions: int = 0
 
     def start(self) -> FakeSmtp:
         self._port = free_port()
@@ -72,6 +73,19 @@ class FakeSmtp:
         with self._lock:
             self._rules.pop(recipient.lower(), None)
 
+    async def handle_EHLO(  # noqa: N802
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        with self._lock:
+            self.sessions += 1
+        session.host_name = hostname
+        return responses
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -88,7 +102,7 @@ class FakeSmtp:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content: Any = envelope.original_content or envelope.content or b""
         raw = content if isinstance(content, bytes) else str(content).encode()
-        message = message_from_bytes(raw)
+        message = message_from_bytes(raw, policy=policy.default)
         with self._lock:
             self.received.append(
                 Received(

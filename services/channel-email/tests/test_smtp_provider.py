@@ -1,0 +1,92 @@
+"""The SMTP provider against a real SMTP server: MIME, connection reuse and error mapping."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from herald_channel_email.settings import EmailSettings
+from herald_channel_email.smtp import SmtpProvider, build_message
+from herald_common.errors import PermanentError, TransientError
+from herald_common.schemas import EmailContent, EmailDelivery
+from tests.support.processes import free_port
+from tests.support.smtp import FakeSmtp
+
+
+def _delivery(to: str, html: str | None = "<b>hi</b>") -> EmailDelivery:
+    return EmailDelivery(
+        id=uuid.uuid4(),
+        to=to,
+        content=EmailContent(subject="Subject ✓", text="hi", html=html),
+        created_at=datetime.now(UTC),
+        correlation_id="corr-1",
+    )
+
+
+@pytest.fixture
+async def provider(fake_smtp: FakeSmtp) -> AsyncIterator[SmtpProvider]:
+    settings = EmailSettings(
+        email_smtp_port=fake_smtp.port,
+        email_from="Herald <noreply@herald.example>",
+        email_smtp_connections=2,
+    )
+    smtp = SmtpProvider(settings)
+    yield smtp
+    await smtp.close()
+
+
+def test_the_message_is_text_with_an_html_alternative() -> None:
+    delivery = _delivery("ada@example.com")
+    message = build_message(delivery, "Herald <noreply@herald.example>")
+    assert message["Message-ID"] == f"<{delivery.id}@herald.example>"
+    assert message["X-Herald-Notification-Id"] == str(delivery.id)
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    only_text = build_message(_delivery("ada@example.com", html=None), "noreply@herald.example")
+    assert only_text.get_content_type() == "text/plain"
+
+
+async def test_sends_and_reuses_connections(provider: SmtpProvider, fake_smtp: FakeSmtp) -> None:
+    deliveries = [_delivery(f"user{i}@example.com") for i in range(5)]
+    receipts = [await provider.send(d) for d in deliveries]
+    assert [r.provider_message_id for r in receipts] == [
+        f"<{d.id}@herald.example>" for d in deliveries
+    ]
+    assert {str(d.id): 1 for d in deliveries} == dict(fake_smtp.counts())
+    assert fake_smtp.by_id(str(deliveries[0].id))[0].message["Subject"] == "Subject ✓"
+    assert fake_smtp.sessions == 1  # one connection, reused
+
+
+async def test_a_4xx_reply_is_transient(provider: SmtpProvider, fake_smtp: FakeSmtp) -> None:
+    fake_smtp.fail("busy@example.com", "451 4.3.0 mailbox busy", times=1)
+    with pytest.raises(TransientError, match="451"):
+        await provider.send(_delivery("busy@example.com"))
+    await provider.send(_delivery("busy@example.com"))  # the same connection works on
+
+
+async def test_a_5xx_reply_is_permanent(provider: SmtpProvider, fake_smtp: FakeSmtp) -> None:
+    fake_smtp.fail("gone@example.com", "550 5.1.1 no such user")
+    with pytest.raises(PermanentError, match="550"):
+        await provider.send(_delivery("gone@example.com"))
+    await provider.send(_delivery("other@example.com"))
+
+
+async def test_a_refused_connection_is_transient() -> None:
+    settings = EmailSettings(email_smtp_port=free_port(), email_smtp_timeout=2)
+    provider = SmtpProvider(settings)
+    with pytest.raises(TransientError, match="connection"):
+        await provider.send(_delivery("ada@example.com"))
+    await provider.close()
+
+
+def test_email_retry_settings_override_the_general_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_RETRY_DELAYS", "1,2,3")
+    monkeypatch.setenv("HERALD_RETRY_MAX_ATTEMPTS", "7")
+    assert EmailSettings().retry_policy().delays == (1, 2, 3)
+    monkeypatch.setenv("HERALD_EMAIL_RETRY_DELAYS", "0.5, 10")
+    monkeypatch.setenv("HERALD_EMAIL_RETRY_MAX_ATTEMPTS", "2")
+    policy = EmailSettings().retry_policy()
+    assert (policy.delays, policy.max_attempts) == ((0.5, 10), 2)
