@@ -73,7 +73,7 @@ class FakeSmtp:
         with self._lock:
             self._rules.pop(recipient.lower(), None)
 
-    async def handle_EHLO(  # noqa: N802
+    async def handle_EHLO(
         self,
         server: SMTP,
         session: Session,
