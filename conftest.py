@@ -36,15 +36,23 @@ async def infra(_servers: tuple[str, str]) -> AsyncIterator[Infra]:
 
 
 @pytest.fixture
-async def database_url(infra: Infra) -> str:
-    """A fresh, migrated database of its own for one test."""
-    return await infra.new_database()
+async def database_url(infra: Infra) -> AsyncIterator[str]:
+    """A fresh, migrated database of its own for one test, dropped after it."""
+    url = await infra.new_database()
+    yield url
+    await infra.drop_database(url)
 
 
 @pytest.fixture
-def namespace(infra: Infra) -> str:
-    """A namespace of its own for one test's exchanges and queues."""
-    return infra.new_namespace()
+async def namespace(infra: Infra) -> AsyncIterator[str]:
+    """A namespace of its own for one test's exchanges and queues, deleted after it.
+
+    Deleting per test matters: every quorum queue holds file handles in the broker, and a run
+    that kept hundreds of them alive could exhaust a broker started with a low ulimit.
+    """
+    namespace = infra.new_namespace()
+    yield namespace
+    await infra.delete_namespace(namespace)
 
 
 @pytest.fixture

@@ -86,11 +86,13 @@ local_installed() {
 
 start_local() {
     if ! amqp_ready; then
-        if port_open 5672; then
+        if port_open 5672 || pgrep -f 'beam.smp.*-s rabbit' >/dev/null 2>&1; then
+            # Never start a second node beside one that is booting (or slow to answer).
             say "RabbitMQ is starting"
         else
             say "starting RabbitMQ: rabbitmq-server -detached"
-            rabbitmq-server -detached \
+            # Each quorum queue holds file handles: give the broker all the process may have.
+            (ulimit -n "$(ulimit -Hn)" 2>/dev/null; rabbitmq-server -detached) \
                 || say "could not start RabbitMQ (as root: rabbitmq-server -detached, or systemctl start rabbitmq-server)"
         fi
     fi

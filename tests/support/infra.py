@@ -73,7 +73,9 @@ class Infra:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     template: str = ""
     databases: list[str] = field(default_factory=list)
+    database_count: int = 0
     namespaces: dict[str, set[RetryPolicy]] = field(default_factory=dict)
+    namespace_count: int = 0
 
     async def prepare(self) -> None:
         self.template = f"herald_t{self.run_id}_template"
@@ -90,7 +92,8 @@ class Infra:
 
     async def new_database(self) -> str:
         """A fresh migrated database (a copy of the run's template); returns its URL."""
-        name = f"herald_t{self.run_id}_{len(self.databases) + 1}"
+        self.database_count += 1
+        name = f"herald_t{self.run_id}_{self.database_count}"
         admin = await asyncpg.connect(self.admin_database_url)
         try:
             await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
@@ -100,7 +103,8 @@ class Infra:
         return _with_database(self.admin_database_url, name)
 
     def new_namespace(self) -> str:
-        namespace = f"test-{self.run_id}-{len(self.namespaces) + 1}"
+        self.namespace_count += 1
+        namespace = f"test-{self.run_id}-{self.namespace_count}"
         self.namespaces[namespace] = set()
         return namespace
 
@@ -108,27 +112,55 @@ class Infra:
         """Remember tier queues a test declares so that cleanup removes them."""
         self.namespaces[namespace].add(policy)
 
-    async def cleanup(self) -> None:
+    async def delete_namespace(self, namespace: str, *, sweep: bool = False) -> None:
+        """Delete a namespace's queues and exchanges (``sweep``: also any the broker lists)."""
+        topology = Topology(namespace)
+        names = set(topology.queue_names())
+        for policy in self.namespaces.pop(namespace, set()):
+            names |= set(topology.queue_names({c: policy for c in CHANNELS}))
+        if sweep:
+            names |= _listed_queues(f"{namespace}.")
         connection = await aio_pika.connect(self.amqp_url)
         try:
-            for namespace, policies in self.namespaces.items():
-                topology = Topology(namespace)
-                names = set(topology.queue_names())
-                for policy in policies:
-                    names |= set(topology.queue_names({c: policy for c in CHANNELS}))
-                names |= _listed_queues(namespace)
-                for name in names:
+            for name in names:
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(name)
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            channel = await connection.channel()
+            for exchange in topology.exchange_names():
+                with contextlib.suppress(Exception):
+                    await channel.exchange_delete(exchange)
+        finally:
+            await connection.close()
+
+    async def drop_database(self, url: str) -> None:
+        name = url.rsplit("/", 1)[1]
+        admin = await asyncpg.connect(self.admin_database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        with contextlib.suppress(ValueError):
+            self.databases.remove(name)
+
+    async def cleanup(self) -> None:
+        """Remove whatever the run's tests left behind, and the template database."""
+        for namespace in list(self.namespaces):
+            await self.delete_namespace(namespace)
+        leftovers = _listed_queues(f"test-{self.run_id}-")
+        if leftovers:
+            connection = await aio_pika.connect(self.amqp_url)
+            try:
+                for name in leftovers:
                     channel = await connection.channel()
                     with contextlib.suppress(Exception):
                         await channel.queue_delete(name)
                     with contextlib.suppress(Exception):
                         await channel.close()
-                channel = await connection.channel()
-                for exchange in topology.exchange_names():
-                    with contextlib.suppress(Exception):
-                        await channel.exchange_delete(exchange)
-        finally:
-            await connection.close()
+            finally:
+                await connection.close()
         admin = await asyncpg.connect(self.admin_database_url)
         try:
             for name in [*self.databases, self.template]:
@@ -150,7 +182,7 @@ def _listed_queues(namespace: str) -> set[str]:
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return set()
-    return {line.strip() for line in out.splitlines() if line.startswith(f"{namespace}.")}
+    return {line.strip() for line in out.splitlines() if line.startswith(namespace)}
 
 
 async def queue_depth(amqp_url: str, queue: str) -> int:

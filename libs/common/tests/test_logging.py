@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import pytest
-import structlog
 
-from herald_common.logging import configure_logging, mask
+from herald_common.logging import mask
 
 
 @pytest.mark.parametrize(
@@ -31,10 +32,19 @@ def test_identifiers_and_numbers_are_left_alone() -> None:
         assert mask(kept) == kept
 
 
-def test_every_log_line_is_masked(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging("test", fmt="json")
-    structlog.get_logger().info("sending", to="grace@example.org", extra={"phone": "+15551234567"})
-    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+def test_every_log_line_is_masked() -> None:
+    """In a process of its own, as a service logs: configuration is process-wide."""
+    program = (
+        "import structlog\n"
+        "from herald_common.logging import configure_logging\n"
+        "configure_logging('test', fmt='json')\n"
+        "structlog.get_logger().info('sending', to='grace@example.org',"
+        " extra={'phone': '+15551234567'})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=30
+    )
+    line = json.loads(result.stderr.strip().splitlines()[-1])
     assert line["to"] == "g***@example.org"
     assert line["extra"] == {"phone": "***67"}
     assert line["message"] == "sending"

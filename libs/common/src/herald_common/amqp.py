@@ -20,6 +20,10 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from .errors import PublishError, UnroutableError
 
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds one connection attempt (TCP and AMQP handshake) may take."""
+
+
 async def connect(url: str, name: str) -> AbstractRobustConnection:
     """A robust connection: it reconnects and restores channels, queues and consumers by itself."""
     return await aio_pika.connect_robust(
@@ -27,6 +31,8 @@ async def connect(url: str, name: str) -> AbstractRobustConnection:
         client_properties={"connection_name": name},
         reconnect_interval=1.0,
         fail_fast=True,
+        # Without a timeout a reconnect whose handshake never completes waits forever.
+        timeout=CONNECT_TIMEOUT,
     )
 
 

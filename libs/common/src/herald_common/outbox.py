@@ -35,19 +35,22 @@ class OutboxMessage:
 async def insert(
     connection: Executor, messages: Sequence[OutboxMessage], delay: float
 ) -> list[int]:
-    """Add ``messages`` to the outbox (inside the caller's transaction); returns their row ids."""
+    """Add ``messages`` (one per notification) to the outbox, inside the caller's transaction;
+    returns their row ids in the order of ``messages``."""
     rows = await connection.fetch(
         """INSERT INTO outbox (notification_id, routing_key, body, headers, available_at)
            SELECT n, r, b, h::jsonb, now() + make_interval(secs => $5)
            FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[]) AS m(n, r, b, h)
-           RETURNING id""",
+           RETURNING id, notification_id""",
         [m.notification_id for m in messages],
         [m.routing_key for m in messages],
         [m.body for m in messages],
         [json.dumps({**m.headers, "correlation_id": m.correlation_id}) for m in messages],
         delay,
     )
-    return [r["id"] for r in rows]
+    # RETURNING order is not promised for INSERT ... SELECT: match rows back by notification.
+    ids = {r["notification_id"]: r["id"] for r in rows}
+    return [ids[m.notification_id] for m in messages]
 
 
 async def publish(
