@@ -19,7 +19,6 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
 from .errors import PublishError, UnroutableError
 
-
 CONNECT_TIMEOUT = 10.0
 """Seconds one connection attempt (TCP and AMQP handshake) may take."""
 
