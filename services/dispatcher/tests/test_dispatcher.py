@@ -181,3 +181,48 @@ def test_any_dead_lettered_body_can_be_read() -> None:
         letter = read_dead_letter(_Message(body, {"x-first-death-reason": "rejected"}), "email")  # type: ignore[arg-type]
         assert letter.notification_id == expected
         assert letter.reason == "rejected"
+
+
+async def test_two_relays_never_publish_the_same_row(
+    pool: asyncpg.Pool[Any], amqp: AbstractRobustConnection, namespace: str
+) -> None:
+    topology = Topology(namespace)
+    channel = await amqp.channel()
+    await topology.declare(channel)
+    ids = [await _notification(pool, status="queued", attempts=0) for _ in range(600)]
+    async with pool.acquire() as connection:
+        await outbox.insert(
+            connection,
+            [outbox.OutboxMessage(i, "email.default", str(i).encode()) for i in ids],
+            delay=0,
+        )
+    publishers = [await Publisher.open(amqp, 5.0) for _ in range(2)]
+    relays = [
+        OutboxRelay(
+            pool,
+            publisher,
+            topology.notifications_exchange,
+            batch_size=50,
+            poll_interval=0.05,
+            registry=CollectorRegistry(),
+        )
+        for publisher in publishers
+    ]
+    for relay in relays:
+        await relay.start()
+    async with asyncio.timeout(30):
+        while await pool.fetchval("SELECT count(*) FROM outbox"):
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    for relay in relays:
+        await relay.stop()
+    queue = await channel.get_queue(topology.work_queue("email"), ensure=False)
+    bodies = []
+    while (message := await queue.get(fail=False)) is not None:
+        bodies.append(message.body)
+        await message.ack()
+    assert len(bodies) == 600
+    assert set(bodies) == {str(i).encode() for i in ids}
+    for publisher in publishers:
+        await publisher.close()
+    await channel.close()
