@@ -40,8 +40,8 @@ async def test_one_email_travels_the_whole_path(system: HeraldSystem) -> None:
     assert message["X-Correlation-Id"] == "corr-e2e-1"
     assert message.get_content_type() == "multipart/alternative"
     parts = {p.get_content_type(): p.get_payload(decode=True) for p in message.walk()}
-    assert parts["text/plain"] == b"Text of Welcome\r\n"  # SMTP line endings
-    assert parts["text/html"] == b"<p>Welcome</p>\r\n"
+    assert parts["text/plain"] == b"Text of Welcome"
+    assert parts["text/html"] == b"<p>Welcome</p>"
 
 
 async def test_the_same_idempotency_key_sends_one_mail(system: HeraldSystem) -> None:

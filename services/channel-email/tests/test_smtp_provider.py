@@ -44,7 +44,7 @@ def test_the_message_is_text_with_an_html_alternative() -> None:
     assert message["Message-ID"] == f"<{delivery.id}@herald.example>"
     assert message["X-Herald-Notification-Id"] == str(delivery.id)
     assert message.get_content_type() == "multipart/alternative"
-    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    assert [p.get_content_type() for p in message.walk()][1:] == ["text/plain", "text/html"]
     only_text = build_message(_delivery("ada@example.com", html=None), "noreply@herald.example")
     assert only_text.get_content_type() == "text/plain"
 

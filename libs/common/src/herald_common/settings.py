@@ -98,7 +98,7 @@ class WorkerSettings(CommonSettings):
         default=5, ge=1, description="Attempts (the first included) before a dead letter."
     )
     prefetch: int = Field(
-        default=64, ge=1, le=2000, description="Deliveries a worker holds and works on at once."
+        default=256, ge=1, le=2000, description="Deliveries a worker holds and works on at once."
     )
     provider_timeout: float = Field(
         default=15.0, gt=0, description="Seconds one provider call may take; longer is transient."
