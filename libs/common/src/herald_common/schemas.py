@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import MalformedMessage
 
@@ -43,7 +43,9 @@ class DeliveryBase(BaseModel):
 
 class EmailDelivery(DeliveryBase):
     channel: Literal["email"] = "email"
-    to: EmailStr
+    # The API validated the address fully (EmailStr) when it accepted the notification; on the
+    # queue a plausibility check is enough and keeps email-validator off the delivery hot path.
+    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
     content: EmailContent
 
 

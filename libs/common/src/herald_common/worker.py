@@ -333,7 +333,9 @@ class ChannelWorker:
         next_attempt_at: datetime | None = None
         if result == "sent":
             disposition = "sent"
-            log.info("sent", provider=provider, possible_duplicate=attempt.possible_duplicate)
+            # Debug: a line per sent notification would cost more than the rest of the delivery;
+            # the attempt row and the outcome event record it. Failures log at info and above.
+            log.debug("sent", provider=provider, possible_duplicate=attempt.possible_duplicate)
         elif result == "transient_failure" and (
             attempt.number - attempt.first_number + 1 < self._policy.max_attempts
         ):
