@@ -46,6 +46,8 @@ class ScriptedProvider:
             raise TransientError("451 try again later")
         if step == "permanent":
             raise PermanentError("550 no such user")
+        if step == "slow down":
+            raise TransientError("429 too many requests", retry_after=0.35)
         return Receipt(provider=self.name, provider_message_id=f"msg-{key}")
 
     async def close(self) -> None:
@@ -338,3 +340,17 @@ async def test_a_fresh_duplicate_of_a_finished_attempt_is_skipped(harness: Harne
     )
     await harness.drain(harness.topology.work_queue("email"), expect=0)
     assert harness.provider.count(delivery.id) == 1
+
+
+async def test_a_retry_after_picks_the_first_tier_that_covers_it(harness: Harness) -> None:
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    delivery = await harness.notification()
+    harness.provider.script[str(delivery.id)] = ["slow down"]
+    await harness.publish(delivery.model_dump_json().encode())
+    first, second = await harness.outcomes(2)
+    assert first.disposition == "retry"
+    assert first.next_attempt_at is not None
+    assert (first.next_attempt_at - first.finished_at).total_seconds() == pytest.approx(0.4)
+    times = [t for key, t in harness.provider.calls if key == str(delivery.id)]
+    assert times[1] - times[0] >= 0.4  # the 0.2 s tier would have been too early
+    assert second.result == "sent"

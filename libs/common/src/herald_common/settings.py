@@ -81,7 +81,7 @@ class RetryPolicy(BaseModel):
         return base
 
 
-def _check_delays(value: list[float] | None) -> list[float] | None:
+def check_delays(value: list[float] | None) -> list[float] | None:
     if value is not None and (not value or any(d <= 0 for d in value)):
         raise ValueError("retry delays must be positive and at least one must be given")
     return value
@@ -112,7 +112,7 @@ class WorkerSettings(CommonSettings):
     @field_validator("retry_delays")
     @classmethod
     def _valid_delays(cls, value: list[float]) -> list[float]:
-        _check_delays(value)
+        check_delays(value)
         return value
 
     def retry_policy(self) -> RetryPolicy:

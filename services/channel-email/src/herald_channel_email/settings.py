@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from herald_common.settings import RetryPolicy, WorkerSettings
+from herald_common.settings import RetryPolicy, WorkerSettings, check_delays
 
 
 class EmailSettings(WorkerSettings):
@@ -47,6 +47,11 @@ class EmailSettings(WorkerSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("email_retry_delays")
+    @classmethod
+    def _valid_email_delays(cls, value: list[float] | None) -> list[float] | None:
+        return check_delays(value)
 
     def retry_policy(self) -> RetryPolicy:
         base = super().retry_policy()
