@@ -103,7 +103,11 @@ def system_factory(
         delays = overrides.get("HERALD_EMAIL_RETRY_DELAYS", "1,5,30,120,600")
         infra.uses_retry_policy(
             herald_env["HERALD_NAMESPACE"],
-            RetryPolicy(delays=tuple(float(d) for d in delays.split(",")), max_attempts=1),
+            RetryPolicy(
+                delays=tuple(float(d) for d in delays.split(",")),
+                max_attempts=1,
+                jitter=float(overrides.get("HERALD_RETRY_JITTER", "0.2")),
+            ),
         )
         system = HeraldSystem.build(herald_env, fake_smtp, tmp_path, **overrides)
         built.append(system)

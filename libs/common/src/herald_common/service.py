@@ -114,8 +114,23 @@ async def serve(
     connection.reconnect_callbacks.add(redeclare)
     registry = CollectorRegistry()
     resources = Resources(settings, pool, connection, registry, topology)
-    runner = await start_ops_server(registry, _readiness(pool, connection), http_host, http_port)
-    stop = await start(resources)
+    started = asyncio.Event()
+
+    async def service_started() -> None:
+        if not started.is_set():
+            raise ConnectionError("still starting")
+
+    checks = {**_readiness(pool, connection), "service": service_started}
+    runner = await start_ops_server(registry, checks, http_host, http_port)
+    # A broker that goes away while the service declares its queues fails the start; try again
+    # (it is all idempotent declarations) rather than exit.
+    stop = await retry_until_ready("startup", lambda: start(resources), stopping)
+    if stop is None:
+        await runner.cleanup()
+        await connection.close()
+        await pool.close()
+        return
+    started.set()
     log.info("started", http_port=http_port)
     try:
         await stopping.wait()

@@ -6,6 +6,7 @@ environment at import time. Lists are comma-separated in the environment (``1,5,
 
 from __future__ import annotations
 
+import random
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -60,25 +61,49 @@ class CommonSettings(BaseSettings):
     default_locale: str = Field(default="en", description="Locale used when a request names none.")
 
 
+JITTER_STEPS = 2
+"""Each tier gets this many longer siblings, spread over its jitter range."""
+
+
 class RetryPolicy(BaseModel):
-    """The retry ladder of one channel: one TTL delay queue per tier."""
+    """The retry ladder of one channel: TTL delay queues, one per tier and jitter step.
+
+    Jitter cannot be a per-message TTL (quorum queues expire only at the head, so a long TTL would
+    hold back short ones behind it). Instead each tier ``d`` has fixed-TTL siblings at
+    ``d * (1 + jitter * k / JITTER_STEPS)``, and each retry picks one at random: retries of
+    notifications that failed together spread out, and every queue still has a single TTL.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     delays: tuple[float, ...]
     max_attempts: int
+    jitter: float = 0.0
 
-    def delay_for(self, retry_number: int, retry_after: float | None = None) -> float:
+    def _variants(self, delay: float) -> list[float]:
+        steps = JITTER_STEPS if self.jitter > 0 else 0
+        return [round(delay * (1 + self.jitter * k / JITTER_STEPS), 3) for k in range(steps + 1)]
+
+    def tier_delays(self) -> list[float]:
+        """Every TTL a tier queue is declared with."""
+        return sorted({v for d in self.delays for v in self._variants(d)})
+
+    def delay_for(
+        self,
+        retry_number: int,
+        retry_after: float | None = None,
+        rng: random.Random | None = None,
+    ) -> float:
         """Delay before retry ``retry_number`` (1-based), honouring a provider's Retry-After.
 
         Retries past the last tier stay on the last tier. A Retry-After longer than the tier picks
-        the first tier that waits at least that long (or the longest tier).
+        the first tier that waits at least that long (or the longest tier). Jitter only lengthens.
         """
         base = self.delays[min(retry_number, len(self.delays)) - 1]
         if retry_after is not None and retry_after > base:
             longer = sorted(d for d in self.delays if d >= retry_after)
-            return longer[0] if longer else max(self.delays)
-        return base
+            base = longer[0] if longer else max(self.delays)
+        return (rng or random).choice(self._variants(base))
 
 
 def check_delays(value: list[float] | None) -> list[float] | None:
@@ -96,6 +121,12 @@ class WorkerSettings(CommonSettings):
     )
     retry_max_attempts: int = Field(
         default=5, ge=1, description="Attempts (the first included) before a dead letter."
+    )
+    retry_jitter: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Retries wait up to this fraction longer than their tier, at random (0: none).",
     )
     prefetch: int = Field(
         default=256, ge=1, le=2000, description="Deliveries a worker holds and works on at once."
@@ -116,4 +147,8 @@ class WorkerSettings(CommonSettings):
         return value
 
     def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(delays=tuple(self.retry_delays), max_attempts=self.retry_max_attempts)
+        return RetryPolicy(
+            delays=tuple(self.retry_delays),
+            max_attempts=self.retry_max_attempts,
+            jitter=self.retry_jitter,
+        )

@@ -122,7 +122,7 @@ class Topology:
         for channel in self.channels:
             names += [self.work_queue(channel), self.dead_letter_queue(channel)]
         for channel, policy in (retry_policies or {}).items():
-            names += [self.retry_queue(channel, d) for d in sorted(set(policy.delays))]
+            names += [self.retry_queue(channel, d) for d in policy.tier_delays()]
         return names
 
     def exchange_names(self) -> list[str]:
@@ -164,7 +164,7 @@ class Topology:
     async def declare_retry_tiers(
         self, channel: AbstractChannel, channel_name: str, policy: RetryPolicy
     ) -> None:
-        for delay in sorted(set(policy.delays)):
+        for delay in policy.tier_delays():
             await channel.declare_queue(
                 self.retry_queue(channel_name, delay),
                 durable=True,

@@ -58,4 +58,5 @@ class EmailSettings(WorkerSettings):
         return RetryPolicy(
             delays=tuple(self.email_retry_delays) if self.email_retry_delays else base.delays,
             max_attempts=self.email_retry_max_attempts or base.max_attempts,
+            jitter=base.jitter,
         )
