@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,20 +120,7 @@ class Infra:
             names |= set(topology.queue_names({c: policy for c in CHANNELS}))
         if sweep:
             names |= _listed_queues(f"{namespace}.")
-        connection = await aio_pika.connect(self.amqp_url)
-        try:
-            for name in names:
-                channel = await connection.channel()
-                with contextlib.suppress(Exception):
-                    await channel.queue_delete(name)
-                with contextlib.suppress(Exception):
-                    await channel.close()
-            channel = await connection.channel()
-            for exchange in topology.exchange_names():
-                with contextlib.suppress(Exception):
-                    await channel.exchange_delete(exchange)
-        finally:
-            await connection.close()
+        await delete_queues(self.amqp_url, names, exchanges=topology.exchange_names())
 
     async def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
@@ -149,24 +136,37 @@ class Infra:
         """Remove whatever the run's tests left behind, and the template database."""
         for namespace in list(self.namespaces):
             await self.delete_namespace(namespace)
-        leftovers = _listed_queues(f"test-{self.run_id}-")
-        if leftovers:
-            connection = await aio_pika.connect(self.amqp_url)
-            try:
-                for name in leftovers:
-                    channel = await connection.channel()
-                    with contextlib.suppress(Exception):
-                        await channel.queue_delete(name)
-                    with contextlib.suppress(Exception):
-                        await channel.close()
-            finally:
-                await connection.close()
+        await delete_queues(self.amqp_url, _listed_queues(f"test-{self.run_id}-"))
         admin = await asyncpg.connect(self.admin_database_url)
         try:
             for name in [*self.databases, self.template]:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def delete_queues(
+    amqp_url: str, queues: Iterable[str], *, exchanges: Iterable[str] = ()
+) -> int:
+    """Delete queues and exchanges, each on a channel of its own (a failure closes a channel)."""
+    queues, exchanges = list(queues), list(exchanges)
+    if not queues and not exchanges:
+        return 0
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        for name in queues:
+            channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(name)
+            with contextlib.suppress(Exception):
+                await channel.close()
+        channel = await connection.channel()
+        for exchange in exchanges:
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+    return len(queues)
 
 
 def _listed_queues(namespace: str) -> set[str]:

@@ -7,29 +7,13 @@ clean up after itself). CI runs this before the tests; never run it beside a liv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 
-import aio_pika
-
-from .infra import DEFAULT_AMQP_URL, _listed_queues
+from .infra import DEFAULT_AMQP_URL, _listed_queues, delete_queues
 
 
 async def sweep(amqp_url: str) -> int:
-    stale = _listed_queues("test-")
-    if not stale:
-        return 0
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        for name in stale:
-            channel = await connection.channel()
-            with contextlib.suppress(Exception):
-                await channel.queue_delete(name)
-            with contextlib.suppress(Exception):
-                await channel.close()
-    finally:
-        await connection.close()
-    return len(stale)
+    return await delete_queues(amqp_url, _listed_queues("test-"))
 
 
 def main() -> None:

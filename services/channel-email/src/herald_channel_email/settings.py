@@ -27,7 +27,9 @@ class EmailSettings(WorkerSettings):
         default=10.0, gt=0, description="Seconds an SMTP command may take; longer is transient."
     )
     email_smtp_connections: int = Field(
-        default=8, ge=1, description="SMTP connections kept open and reused."
+        default=32,
+        ge=1,
+        description="SMTP connections kept open and reused (lower it if the relay limits them).",
     )
     email_from: str = Field(
         default="Herald <herald@localhost>", description="From header and envelope sender."
