@@ -47,11 +47,13 @@ async def _broker_and_stores(app: web.Application) -> AsyncIterator[None]:
     broker = BrokerLink(settings, pool, metrics)
     broker.start()
     app[BROKER] = broker
-    app[NOTIFICATIONS] = NotificationStore(pool, broker, metrics, settings.outbox_grace)
+    notifications = NotificationStore(pool, broker, metrics, settings.outbox_grace)
+    app[NOTIFICATIONS] = notifications
     app[DEAD_LETTERS] = DeadLetterStore(pool, broker, settings.outbox_grace)
     try:
         yield
     finally:
+        await notifications.close()
         await broker.close()
 
 

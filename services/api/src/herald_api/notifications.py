@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -13,6 +14,8 @@ import structlog
 from aiohttp import web
 
 from herald_common import outbox
+from herald_common.batching import Batcher
+from herald_common.outbox import OutboxMessage
 
 from .bodies import (
     ACCEPTED_CHANNELS,
@@ -90,6 +93,20 @@ def _accepted(row: asyncpg.Record) -> AcceptedNotification:
     )
 
 
+@dataclass(frozen=True)
+class _PendingRow:
+    id: uuid.UUID
+    channel: str
+    recipient: str
+    content: str
+    metadata: str
+    correlation_id: str
+    idempotency_key: str | None
+    request_hash: str
+    created_at: datetime
+    message: OutboxMessage
+
+
 class NotificationStore:
     """Notifications in PostgreSQL, each committed together with its outbox message."""
 
@@ -104,6 +121,42 @@ class NotificationStore:
         self._broker = broker
         self._metrics = metrics
         self._grace = outbox_grace
+        # Group commit: concurrent single POSTs share one transaction (one WAL flush).
+        self._inserts: Batcher[_PendingRow, int | None] = Batcher(self._insert_rows, max_size=500)
+
+    async def close(self) -> None:
+        await self._inserts.close()
+
+    async def _insert_rows(self, rows: list[_PendingRow]) -> list[int | None]:
+        """Insert notifications and their outbox rows in one transaction; per row, its outbox
+        id, or None where its idempotency key was already taken."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            inserted = await connection.fetch(
+                """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
+                       correlation_id, idempotency_key, request_hash, created_at, updated_at)
+                   SELECT i, c, r, ct::jsonb, m::jsonb, 'queued', ci, k, h, t, t
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                               $6::text[], $7::text[], $8::text[], $9::timestamptz[])
+                       AS x(i, c, r, ct, m, ci, k, h, t)
+                   ON CONFLICT (idempotency_key) DO NOTHING
+                   RETURNING id""",
+                [r.id for r in rows],
+                [r.channel for r in rows],
+                [r.recipient for r in rows],
+                [r.content for r in rows],
+                [r.metadata for r in rows],
+                [r.correlation_id for r in rows],
+                [r.idempotency_key for r in rows],
+                [r.request_hash for r in rows],
+                [r.created_at for r in rows],
+            )
+            won = {record["id"] for record in inserted}
+            fresh = [r for r in rows if r.id in won]
+            outbox_ids = await outbox.insert(
+                connection, [r.message for r in fresh], delay=self._grace
+            )
+        by_id = dict(zip([r.id for r in fresh], outbox_ids, strict=True))
+        return [by_id.get(r.id) for r in rows]
 
     async def create(
         self,
@@ -134,26 +187,23 @@ class NotificationStore:
             traceparent=traceparent,
             validated=True,
         )
-        async with self._pool.acquire() as connection, connection.transaction():
-            inserted = await connection.fetchval(
-                """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
-                       correlation_id, idempotency_key, request_hash, created_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $9)
-                   ON CONFLICT (idempotency_key) DO NOTHING
-                   RETURNING id""",
-                id,
-                request.channel,
-                request.to,
-                content,
-                request.metadata,
-                correlation_id,
-                idempotency_key,
-                digest,
-                created_at,
+        outbox_id = await self._inserts.submit(
+            _PendingRow(
+                id=id,
+                channel=request.channel,
+                recipient=request.to,
+                content=json.dumps(content),
+                metadata=json.dumps(request.metadata),
+                correlation_id=correlation_id,
+                idempotency_key=idempotency_key,
+                request_hash=digest,
+                created_at=created_at,
+                message=message,
             )
-            if inserted is None:
+        )
+        if outbox_id is None:
+            async with self._pool.acquire() as connection:
                 return await self._replay(connection, idempotency_key, digest), True
-            [outbox_id] = await outbox.insert(connection, [message], delay=self._grace)
         self._metrics.accepted.labels(request.channel).inc()
         log.debug("notification accepted", notification_id=str(id), channel=request.channel)
         await self._broker.publish_one(PendingMessage(outbox_id, message))
