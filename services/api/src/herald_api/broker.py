@@ -45,6 +45,7 @@ class BrokerLink:
         self._publisher: Publisher | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._batcher: Batcher[PendingMessage, bool] | None = None
+        self._background: set[asyncio.Task[bool]] = set()
         metrics.broker_connected.set_function(lambda: 1.0 if self.connected else 0.0)
 
     @property
@@ -68,6 +69,8 @@ class BrokerLink:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=self._confirm_timeout)
         if self._batcher is not None:
             await self._batcher.close()
         if self._publisher is not None:
@@ -141,6 +144,13 @@ class BrokerLink:
             # The relay publishes these rows again later; consumers absorb the duplicate.
             log.warning("could not delete published outbox rows", error=repr(exc), rows=len(done))
         return confirmed
+
+    def publish_later(self, pending: PendingMessage) -> None:
+        """Publish in the background: the row is committed, so the reply need not wait for the
+        broker's confirm. If this process dies first, the relay publishes the row."""
+        task = asyncio.create_task(self.publish_one(pending))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def publish_one(self, pending: PendingMessage) -> bool:
         """Publish one message, coalesced with concurrent callers into one publish-and-delete."""

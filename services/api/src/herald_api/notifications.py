@@ -206,7 +206,7 @@ class NotificationStore:
                 return await self._replay(connection, idempotency_key, digest), True
         self._metrics.accepted.labels(request.channel).inc()
         log.debug("notification accepted", notification_id=str(id), channel=request.channel)
-        await self._broker.publish_one(PendingMessage(outbox_id, message))
+        self._broker.publish_later(PendingMessage(outbox_id, message))
         return (
             AcceptedNotification(
                 id=id,
