@@ -70,6 +70,15 @@ async def count(pool: asyncpg.Pool[Any], table: str) -> int:
     return int(await pool.fetchval(f"SELECT count(*) FROM {table}"))
 
 
+async def outbox_drained(pool: asyncpg.Pool[Any], timeout: float = 10.0) -> int:
+    """Outbox rows left once published rows are deleted: a single POST replies on commit and
+    deletes its row after the broker confirms, so this waits (bounded) for that."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (left := await count(pool, "outbox")) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    return left
+
+
 def email(**overrides: Any) -> dict[str, Any]:
     """A valid email notification request."""
     return {

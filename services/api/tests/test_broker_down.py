@@ -14,6 +14,7 @@ from services.api.tests.support import (
     WorkQueue,
     count,
     email,
+    outbox_drained,
     wait_ready,
 )
 
@@ -91,6 +92,7 @@ async def test_connects_once_the_broker_comes_up(
         [message] = await work_queue.take(1)
         assert message.message_id == (await late.json())["id"]
         # What was accepted while the broker was down stays for the relay.
+        assert await outbox_drained(pool) == 1
         remaining = await pool.fetch("SELECT notification_id FROM outbox")
         assert [str(r["notification_id"]) for r in remaining] == [(await early.json())["id"]]
     finally:

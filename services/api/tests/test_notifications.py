@@ -9,7 +9,7 @@ import aio_pika
 import asyncpg
 
 from herald_common.schemas import Headers, parse_delivery
-from services.api.tests.support import Client, WorkQueue, count, email
+from services.api.tests.support import Client, WorkQueue, count, email, outbox_drained
 
 
 async def test_post_stores_publishes_and_clears_the_outbox(
@@ -54,7 +54,7 @@ async def test_post_stores_publishes_and_clears_the_outbox(
     assert delivery.content.subject == "Hello"
     assert delivery.metadata == {"order": 42}
     assert delivery.correlation_id == "corr-123"
-    assert await count(pool, "outbox") == 0
+    assert await outbox_drained(pool) == 0
 
 
 async def test_correlation_id_is_made_up_when_absent(
@@ -89,7 +89,7 @@ async def test_idempotency_key_replays_and_conflicts(
     assert await count(pool, "notifications") == 1
     await work_queue.take(1)
     assert await work_queue.depth() == 0
-    assert await count(pool, "outbox") == 0
+    assert await outbox_drained(pool) == 0
 
     changed = await client.post(
         "/v1/notifications", json=email(to="someone.else@example.com"), headers=headers
@@ -124,7 +124,7 @@ async def test_concurrent_single_posts_are_all_published(
     assert {r.status for r in responses} == {202}
     messages = await work_queue.take(50)
     assert {m.message_id for m in messages} == {(await r.json())["id"] for r in responses}
-    assert await count(pool, "outbox") == 0
+    assert await outbox_drained(pool) == 0
 
 
 async def test_batch_accepts_in_order_and_publishes_all(
@@ -149,7 +149,7 @@ async def test_batch_accepts_in_order_and_publishes_all(
     for message in messages:
         assert message.headers[Headers.ATTEMPT] == 1
         parse_delivery(message.body, "email")
-    assert await count(pool, "outbox") == 0
+    assert await outbox_drained(pool) == 0
 
 
 async def test_batch_with_bad_items_is_rejected_whole(
@@ -171,7 +171,7 @@ async def test_batch_with_bad_items_is_rejected_whole(
     ]
     assert "text or html" in problem["errors"][1]["reason"]
     assert await count(pool, "notifications") == 0
-    assert await count(pool, "outbox") == 0
+    assert await outbox_drained(pool) == 0
     assert await work_queue.depth() == 0
 
 
