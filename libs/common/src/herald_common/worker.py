@@ -128,6 +128,14 @@ class ChannelWorker:
         self._outcomes: Batcher[AttemptOutcome, None] | None = None
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # A start the broker interrupted is retried by the service: leave nothing behind.
+            await self._release()
+            raise
+
+    async def _start(self) -> None:
         declare_channel = await self._connection.channel()
         await self._topology.declare(declare_channel)
         await self._topology.declare_retry_tiers(declare_channel, self.channel, self._policy)
@@ -164,6 +172,9 @@ class ChannelWorker:
             if pending:
                 log.warning("abandoned in-flight deliveries; they will be redelivered",
                             count=len(pending))  # fmt: skip
+        await self._release()
+
+    async def _release(self) -> None:
         for batcher in (self._claims, self._results, self._outcomes):
             if batcher is not None:
                 await batcher.close()
@@ -173,6 +184,9 @@ class ChannelWorker:
         if self._publisher is not None:
             with contextlib.suppress(Exception):
                 await self._publisher.close()
+        self._claims = self._results = self._outcomes = None
+        self._consume_channel = self._publisher = None
+        self._queue = self._consumer_tag = None
 
     # -- per delivery ---------------------------------------------------------------------------
 
@@ -199,7 +213,9 @@ class ChannelWorker:
         finally:
             self._in_flight.discard(task)
             self._metrics.in_flight.labels(self.channel).dec()
-            structlog.contextvars.unbind_contextvars("notification_id", "correlation_id", "attempt")
+            structlog.contextvars.unbind_contextvars(
+                "notification_id", "correlation_id", "attempt", "traceparent"
+            )
 
     async def _requeue_later(self, message: AbstractIncomingMessage) -> None:
         redeliveries = _header_int_or(message.headers or {}, "x-delivery-count", 0)
@@ -223,6 +239,7 @@ class ChannelWorker:
             notification_id=str(delivery.id),
             correlation_id=delivery.correlation_id or message.correlation_id,
             attempt=number,
+            traceparent=headers.get(Headers.TRACEPARENT),
         )
         key = (delivery.id, number)
         earlier = self._active.get(key)
