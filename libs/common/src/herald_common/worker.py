@@ -195,9 +195,15 @@ class ChannelWorker:
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
             return
-        task = asyncio.current_task()
-        assert task is not None
+        # aiormq cancels consumer callbacks when their channel closes (a broker blip). A send in
+        # progress must not be cut off by that: it runs in a task of ours, which finishes and
+        # records its result, so the redelivered copy replays it instead of sending again.
+        task = asyncio.create_task(self._process(message))
         self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        await asyncio.shield(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
         self._metrics.in_flight.labels(self.channel).inc()
         try:
             await self._handle(message)
@@ -211,7 +217,6 @@ class ChannelWorker:
             log.exception("unexpected error handling a delivery; requeueing")
             await self._requeue_later(message)
         finally:
-            self._in_flight.discard(task)
             self._metrics.in_flight.labels(self.channel).dec()
             structlog.contextvars.unbind_contextvars(
                 "notification_id", "correlation_id", "attempt", "traceparent"

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from herald_common.amqp import Publisher
 from herald_common.batching import Batcher
+from herald_common.errors import PublishError
 from herald_common.schemas import AttemptOutcome, Headers, OutcomeBatch
 from herald_common.topology import Topology
 
@@ -159,7 +160,7 @@ async def store_dead_letters(pool: asyncpg.Pool[Any], letters: list[DeadLetter])
                     d.last_error,
                     d.attempts,
                     d.body,
-                    json.dumps(d.headers),
+                    d.headers,
                     d.dead_lettered_at,
                 )
                 for d in letters
@@ -260,35 +261,33 @@ class Consumers:
             batch = OutcomeBatch.model_validate_json(message.body)
         except ValidationError as exc:
             log.warning("dead-lettering a malformed outcome message", error=str(exc)[:500])
-            await self._publisher.publish(
-                self._topology.dead_letter_exchange,
-                "outcomes",
-                message.body,
-                headers={
-                    Headers.DEAD_LETTER_REASON: "malformed",
-                    Headers.LAST_ERROR: str(exc)[:1000],
-                    Headers.DEAD_LETTERED_AT: datetime.now(UTC).isoformat(),
-                },
-            )
+            try:
+                await self._publisher.publish(
+                    self._topology.dead_letter_exchange,
+                    "outcomes",
+                    message.body,
+                    headers={
+                        Headers.DEAD_LETTER_REASON: "malformed",
+                        Headers.LAST_ERROR: str(exc)[:1000],
+                        Headers.DEAD_LETTERED_AT: datetime.now(UTC).isoformat(),
+                    },
+                )
+            except PublishError:
+                return  # left unacked: it comes back once the channel recovers
             await message.ack()
             return
-        try:
-            await asyncio.gather(*(self._outcome_batches.submit(o) for o in batch.outcomes))
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            log.warning("could not persist outcomes; requeueing", error=repr(exc))
-            await _requeue_after_pause(message)
-            return
+        # PostgreSQL failing is retried here, holding the message: a nack would count towards
+        # the queue's delivery limit and dead-letter outcomes that are merely late.
+        await _until_stored(
+            lambda: asyncio.gather(*(self._outcome_batches.submit(o) for o in batch.outcomes)),
+            "outcomes",
+        )
         await message.ack()
 
     def _dead_letter_handler(self, channel: str) -> Handler:
         async def handle(message: AbstractIncomingMessage) -> None:
             letter = read_dead_letter(message, channel)
-            try:
-                await self._dead_letters.submit(letter)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                log.warning("could not store a dead letter; requeueing", error=repr(exc))
-                await _requeue_after_pause(message)
-                return
+            await _until_stored(lambda: self._dead_letters.submit(letter), "a dead letter")
             log.info(
                 "dead letter stored",
                 notification_id=str(letter.notification_id),
@@ -299,8 +298,15 @@ class Consumers:
         return handle
 
 
-async def _requeue_after_pause(message: AbstractIncomingMessage) -> None:
-    # PostgreSQL is failing: pausing keeps a prefetch slot busy instead of spinning redeliveries.
-    await asyncio.sleep(2.0)
-    with contextlib.suppress(Exception):
-        await message.nack(requeue=True)
+async def _until_stored(store: Callable[[], Awaitable[Any]], what: str) -> None:
+    """Run ``store`` until PostgreSQL takes it, backing off; a stop cancels the wait (the
+    message stays unacked and is redelivered)."""
+    delay = 0.5
+    while True:
+        try:
+            await store()
+            return
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning("could not store; retrying", what=what, error=repr(exc), retry_in=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
