@@ -354,3 +354,30 @@ async def test_a_retry_after_picks_the_first_tier_that_covers_it(harness: Harnes
     times = [t for key, t in harness.provider.calls if key == str(delivery.id)]
     assert times[1] - times[0] >= 0.4  # the 0.2 s tier would have been too early
     assert second.result == "sent"
+
+
+async def test_a_database_outage_holds_deliveries_and_loses_or_repeats_none(
+    harness: Harness, infra: Infra, database_url: str
+) -> None:
+    """PostgreSQL refusing connections mid-run: the worker retries in place (no nack that would
+    count towards the delivery limit), and every notification is sent once when it returns."""
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    deliveries = [await harness.notification() for _ in range(5)]
+    name = database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(infra.admin_database_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        for delivery in deliveries:
+            await harness.publish(delivery.model_dump_json().encode())
+        await asyncio.sleep(3)
+        assert harness.provider.calls == []  # nothing is sent before its attempt is claimed
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    outcomes = await harness.outcomes(5)
+    assert {(o.notification_id, o.result) for o in outcomes} == {(d.id, "sent") for d in deliveries}
+    assert all(harness.provider.count(d.id) == 1 for d in deliveries)
+    await harness.drain(harness.topology.dead_letter_queue("email"), expect=0)

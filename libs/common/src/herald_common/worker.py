@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import structlog
@@ -38,13 +38,20 @@ from prometheus_client import CollectorRegistry
 from . import ledger
 from .amqp import Publisher
 from .batching import Batcher
-from .errors import MalformedMessage, PermanentError, PublishError, TransientError
+from .errors import (
+    MalformedMessage,
+    PermanentError,
+    PublishError,
+    TransientError,
+    UnroutableError,
+)
 from .metrics import WorkerMetrics
 from .schemas import AttemptOutcome, AttemptResult, Delivery, Headers, OutcomeBatch, parse_delivery
 from .settings import RetryPolicy, WorkerSettings
 from .topology import Topology
 
 log = structlog.get_logger("herald.worker")
+T = TypeVar("T")
 
 MAX_ERROR_LENGTH = 1000
 
@@ -135,11 +142,17 @@ class ChannelWorker:
             await self._release()
             raise
 
+    async def _declare(self) -> None:
+        channel = await self._connection.channel()
+        try:
+            await self._topology.declare(channel)
+            await self._topology.declare_retry_tiers(channel, self.channel, self._policy)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
     async def _start(self) -> None:
-        declare_channel = await self._connection.channel()
-        await self._topology.declare(declare_channel)
-        await self._topology.declare_retry_tiers(declare_channel, self.channel, self._policy)
-        await declare_channel.close()
+        await self._declare()
 
         self._publisher = await Publisher.open(self._connection, self._settings.publish_timeout)
         self._claims = Batcher(lambda items: ledger.claim(self._pool, items), max_size=500)
@@ -268,7 +281,7 @@ class ChannelWorker:
         first_number: int,
     ) -> None:
         decision = await self._infra(
-            self._claims_batcher.submit(
+            lambda: self._claims_batcher.submit(
                 ledger.Claim(delivery.id, number, bool(message.redelivered), self._provider.name)
             )
         )
@@ -301,7 +314,7 @@ class ChannelWorker:
         result, error, provider, provider_message_id, retry_after = await self._deliver(delivery)
         finished_at = self._clock()
         await self._infra(
-            self._results_batcher.submit(
+            lambda: self._results_batcher.submit(
                 ledger.RecordedResult(
                     delivery.id, number, result, error, provider, provider_message_id, finished_at
                 )
@@ -372,7 +385,7 @@ class ChannelWorker:
                 Headers.LAST_ERROR: error or "",
             }
             await self._infra(
-                self._publisher_.publish(
+                lambda: self._publisher_.publish(
                     "",
                     self._topology.retry_queue(self.channel, delay),
                     message.body,
@@ -388,7 +401,7 @@ class ChannelWorker:
             await self._dead_letter(message.body, message.headers or {}, reason, error, message,
                                     attempt=attempt.number)  # fmt: skip
         await self._infra(
-            self._outcomes_batcher.submit(
+            lambda: self._outcomes_batcher.submit(
                 AttemptOutcome(
                     notification_id=attempt.delivery.id,
                     channel=self.channel,
@@ -429,7 +442,7 @@ class ChannelWorker:
         if attempt is not None:
             own[Headers.ATTEMPT] = attempt
         await self._infra(
-            self._publisher_.publish(
+            lambda: self._publisher_.publish(
                 self._topology.dead_letter_exchange,
                 self.channel,
                 body,
@@ -449,11 +462,30 @@ class ChannelWorker:
         )
         return [None] * len(outcomes)
 
-    async def _infra(self, awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except (PublishError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            raise _InfrastructureError(str(exc)) from exc
+    async def _infra(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run a step that needs PostgreSQL or the broker, retrying it in place while they fail.
+
+        Holding the delivery instead of nacking it keeps an outage from counting towards the
+        queue's delivery limit (which would dead-letter notifications that were merely late).
+        Only a stop gives up: the delivery stays unacked and is redelivered.
+        """
+        delay = 0.5
+        while True:
+            try:
+                return await step()
+            except UnroutableError as exc:
+                # The broker lost our queues (a new node, a wiped volume): declare them again.
+                failure: Exception = exc
+                with contextlib.suppress(Exception):
+                    await self._declare()
+            except (PublishError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                failure = exc
+            if self._stopping.is_set():
+                raise _InfrastructureError(str(failure)) from failure
+            log.warning("infrastructure failing; retrying", error=str(failure), retry_in=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            delay = min(delay * 2, 10.0)
 
     @property
     def _publisher_(self) -> Publisher:
