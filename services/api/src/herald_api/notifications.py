@@ -102,9 +102,45 @@ class _PendingRow:
     metadata: str
     correlation_id: str
     idempotency_key: str | None
-    request_hash: str
+    request_hash: str | None
     created_at: datetime
     message: OutboxMessage
+
+
+def _pending_row(
+    request: NotificationRequest,
+    *,
+    id: UUID,
+    created_at: datetime,
+    correlation_id: str,
+    traceparent: str | None,
+    idempotency_key: str | None,
+    request_hash: str | None,
+) -> _PendingRow:
+    """A notification's row values and its delivery message, ready for ``_insert_rows``."""
+    return _PendingRow(
+        id=id,
+        channel=request.channel,
+        recipient=request.to,
+        content=json.dumps(request.content.model_dump(mode="json")),
+        metadata=json.dumps(request.metadata),
+        correlation_id=correlation_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        created_at=created_at,
+        message=delivery_message(
+            id=id,
+            channel=request.channel,
+            to=request.to,
+            content=request.content,
+            metadata=request.metadata,
+            correlation_id=correlation_id,
+            created_at=created_at,
+            attempt=1,
+            traceparent=traceparent,
+            validated=True,
+        ),
+    )
 
 
 class NotificationStore:
@@ -173,40 +209,23 @@ class NotificationStore:
         requests with one key are settled by the unique index: one inserts, the other finds it.
         """
         id, created_at = uuid.uuid4(), datetime.now(UTC)
-        content = request.content.model_dump(mode="json")
         digest = request_hash(request)
-        message = delivery_message(
+        row = _pending_row(
+            request,
             id=id,
-            channel=request.channel,
-            to=request.to,
-            content=request.content,
-            metadata=request.metadata,
-            correlation_id=correlation_id,
             created_at=created_at,
-            attempt=1,
+            correlation_id=correlation_id,
             traceparent=traceparent,
-            validated=True,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
         )
-        outbox_id = await self._inserts.submit(
-            _PendingRow(
-                id=id,
-                channel=request.channel,
-                recipient=request.to,
-                content=json.dumps(content),
-                metadata=json.dumps(request.metadata),
-                correlation_id=correlation_id,
-                idempotency_key=idempotency_key,
-                request_hash=digest,
-                created_at=created_at,
-                message=message,
-            )
-        )
+        outbox_id = await self._inserts.submit(row)
         if outbox_id is None:
             async with self._pool.acquire() as connection:
                 return await self._replay(connection, idempotency_key, digest), True
         self._metrics.accepted.labels(request.channel).inc()
         log.debug("notification accepted", notification_id=str(id), channel=request.channel)
-        self._broker.publish_later(PendingMessage(outbox_id, message))
+        self._broker.publish_later(PendingMessage(outbox_id, row.message))
         return (
             AcceptedNotification(
                 id=id,
@@ -243,38 +262,21 @@ class NotificationStore:
         """Store a batch in one transaction (multi-row inserts), then publish it in one go."""
         created_at = datetime.now(UTC)
         ids = [uuid.uuid4() for _ in requests]
-        contents = [r.content.model_dump(mode="json") for r in requests]
-        messages = [
-            delivery_message(
+        rows = [
+            _pending_row(
+                r,
                 id=id,
-                channel=r.channel,
-                to=r.to,
-                content=r.content,
-                metadata=r.metadata,
-                correlation_id=correlation_id,
                 created_at=created_at,
-                attempt=1,
+                correlation_id=correlation_id,
                 traceparent=traceparent,
-                validated=True,
+                idempotency_key=None,
+                request_hash=None,
             )
             for id, r in zip(ids, requests, strict=True)
         ]
-        async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute(
-                """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
-                       correlation_id, created_at, updated_at)
-                   SELECT i, c, r, ct::jsonb, m::jsonb, 'queued', $6, $7, $7
-                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
-                       AS t(i, c, r, ct, m)""",
-                ids,
-                [r.channel for r in requests],
-                [r.to for r in requests],
-                [json.dumps(c) for c in contents],
-                [json.dumps(r.metadata) for r in requests],
-                correlation_id,
-                created_at,
-            )
-            outbox_ids = await outbox.insert(connection, messages, delay=self._grace)
+        # One transaction for the whole batch; without idempotency keys every row is inserted.
+        outbox_ids = [o for o in await self._insert_rows(rows) if o is not None]
+        messages = [r.message for r in rows]
         for request in requests:
             self._metrics.accepted.labels(request.channel).inc()
         log.debug("notification batch accepted", notifications=len(requests))
