@@ -3,6 +3,10 @@
 Each caller awaits ``submit(item)``; a flusher takes everything pending (up to ``max_size``) and
 hands it to one batch function. While a batch is in flight new items gather, so under load batches
 grow by themselves and with one caller there is no added wait.
+
+With ``isolate``, a batch whose flush fails with an error the predicate accepts (bad data rather
+than an outage) is split in halves and each half flushed again, down to the one item that fails:
+only that item's caller gets the error, and the rest of the batch goes through.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ class Batcher(Generic[T, R]):
         *,
         max_size: int = 500,
         concurrency: int = 1,
+        isolate: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self._flush = flush
+        self._isolate = isolate
         self._max_size = max_size
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wakeup = asyncio.Event()
@@ -49,21 +55,34 @@ class Batcher(Generic[T, R]):
                 self._pending[: self._max_size],
                 self._pending[self._max_size :],
             )
-            try:
-                results = await self._flush([item for item, _ in batch])
-            except BaseException as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            await self._settle(batch)
+
+    async def _settle(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._flush([item for item, _ in batch])
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                _fail(batch, exc)
+                raise
+            if len(batch) > 1 and self._isolate is not None and self._isolate(exc):
+                middle = len(batch) // 2
+                await self._settle(batch[:middle])
+                await self._settle(batch[middle:])
+            else:
+                _fail(batch, exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def close(self) -> None:
         """Flush what is pending, then stop."""
         self._closed = True
         self._wakeup.set()
         await asyncio.gather(*self._flushers, return_exceptions=True)
+
+
+def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)

@@ -27,3 +27,29 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
     )
     assert pool is not None
     return pool
+
+
+_RETRYABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says PostgreSQL (or the way to it) failed, not the data sent to it.
+
+    Outages are retried in place; anything else (a value PostgreSQL cannot store, a constraint,
+    a bug) would fail the same way every time, so it must be isolated and handled instead of
+    retried: connection exceptions (SQLSTATE class 08), insufficient resources (53), operator
+    intervention such as a shutdown (57P), serialization failures and deadlocks (40001, 40P01),
+    socket errors, timeouts, and a connection the driver lost.
+    """
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return state in _RETRYABLE_SQLSTATES or state.startswith(_RETRYABLE_SQLSTATE_PREFIXES)
+    return False
+
+
+def is_bad_data(exc: BaseException) -> bool:
+    """True when a statement failed because of what it carried, not because of an outage."""
+    return isinstance(exc, asyncpg.PostgresError | UnicodeError | ValueError) and not is_outage(exc)

@@ -19,10 +19,18 @@ class TransientError(DeliveryError):
     """May succeed later (timeouts, refused connections, 429, 5xx, SMTP 4xx): retried on a tier."""
 
     def __init__(
-        self, message: str, *, provider: str | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        retry_after: float | None = None,
+        maybe_delivered: bool = False,
     ) -> None:
         super().__init__(message, provider=provider)
         self.retry_after = retry_after
+        self.maybe_delivered = maybe_delivered
+        """The provider may have accepted the message before failing (e.g. a timeout after the
+        SMTP DATA was sent): the retry is then marked ``possible_duplicate``."""
 
 
 class PermanentError(DeliveryError):
