@@ -99,7 +99,7 @@ def system_factory(
     """Builds the whole system (not started) around the test's fake SMTP server."""
     built: list[HeraldSystem] = []
 
-    def build(**overrides: str) -> HeraldSystem:
+    def build(*, email_replicas: int = 2, **overrides: str) -> HeraldSystem:
         delays = overrides.get("HERALD_EMAIL_RETRY_DELAYS", "1,5,30,120,600")
         infra.uses_retry_policy(
             herald_env["HERALD_NAMESPACE"],
@@ -109,7 +109,9 @@ def system_factory(
                 jitter=float(overrides.get("HERALD_RETRY_JITTER", "0.2")),
             ),
         )
-        system = HeraldSystem.build(herald_env, fake_smtp, tmp_path, **overrides)
+        system = HeraldSystem.build(
+            herald_env, fake_smtp, tmp_path, email_replicas=email_replicas, **overrides
+        )
         built.append(system)
         return system
 

@@ -51,6 +51,14 @@ def _assert_each_once_or_marked(system: HeraldSystem, final: dict[str, dict[str,
     return sum(1 for i in final if counts[i] > 1)
 
 
+def _assert_each_exactly_once(system: HeraldSystem, final: dict[str, dict[str, Any]]) -> None:
+    counts = system.smtp.counts()
+    wrong = {i: counts[i] for i in final if counts[i] != 1}
+    assert wrong == {}, f"{len(wrong)} not received exactly once: {list(wrong.items())[:5]}"
+    flagged = [i for i, b in final.items() if any(a["possible_duplicate"] for a in b["attempts"])]
+    assert flagged == [], f"flagged as possible duplicates with nothing crashed: {flagged[:5]}"
+
+
 async def test_transient_failures_are_retried_on_the_tiers_then_sent_once(
     system_factory: Callable[..., HeraldSystem],
 ) -> None:
@@ -149,20 +157,27 @@ async def test_a_permanent_failure_is_dead_lettered_without_retries(system: Hera
     assert len([r for r in system.smtp.refused if r[0] == "nobody@example.com"]) == 1
 
 
-async def test_sigkill_of_the_email_service_mid_batch_loses_nothing(
-    system: HeraldSystem,
+async def test_sigkill_of_one_email_replica_mid_batch_loses_nothing(
+    system_factory: Callable[..., HeraldSystem],
 ) -> None:
-    ids = await system.post_batch([email(f"k{i}@example.com", f"K{i}") for i in range(400)])
-    async with asyncio.timeout(60):
-        while len(system.smtp.received) < 60:
-            await asyncio.sleep(0.01)
-    system.services["channel-email"].kill()
-    killed_at = len(system.smtp.received)
-    assert killed_at < 400, "the batch finished before the kill; make it larger"
-    await system.services["channel-email"].start()
-    final = await system.wait_for(ids, timeout=120)
-    assert {b["status"] for b in final.values()} == {"sent"}
-    _assert_each_once_or_marked(system, final)
+    """One of two replicas dies mid-batch: the other takes its deliveries over once their
+    leases run out (provider timeout + margin, short here), and the killed one comes back."""
+    system = system_factory(HERALD_PROVIDER_TIMEOUT="3", HERALD_LEASE_MARGIN="2")
+    await system.start()
+    try:
+        ids = await system.post_batch([email(f"k{i}@example.com", f"K{i}") for i in range(400)])
+        async with asyncio.timeout(60):
+            while len(system.smtp.received) < 60:
+                await asyncio.sleep(0.01)
+        system.services["channel-email"].kill()
+        killed_at = len(system.smtp.received)
+        assert killed_at < 400, "the batch finished before the kill; make it larger"
+        await system.services["channel-email"].start()
+        final = await system.wait_for(ids, timeout=120)
+        assert {b["status"] for b in final.values()} == {"sent"}
+        _assert_each_once_or_marked(system, final)
+    finally:
+        await system.stop()
 
 
 async def test_dropped_broker_connections_are_survived(
@@ -183,7 +198,67 @@ async def test_dropped_broker_connections_are_survived(
         final = await system.wait_for(ids, timeout=120)
         assert {b["status"] for b in final.values()} == {"sent"}
         assert proxy.connections > connections_before, "services never reconnected"
-        _assert_each_once_or_marked(system, final)
+        # Nothing crashed, so nothing may be sent twice, flagged or not.
+        _assert_each_exactly_once(system, final)
+    finally:
+        await system.stop()
+
+
+async def test_redeliveries_of_slow_sends_in_flight_are_not_sent_again(
+    system_factory: Callable[..., HeraldSystem], proxy: FaultProxy
+) -> None:
+    """Two replicas, a provider that takes 2 s a message, every broker connection dropped twice
+    while many sends are in flight: the broker redelivers those messages (to either replica)
+    while the originals are still sending. The copies wait on the originals' leases and replay
+    their results: every notification reaches the provider exactly once."""
+    system = system_factory(HERALD_AMQP_URL=proxy.url(), HERALD_PUBLISH_TIMEOUT="3")
+    system.smtp.delay(2.0)
+    await system.start()
+    try:
+        ids = await system.post_batch([email(f"w{i}@example.com", f"W{i}") for i in range(400)])
+        for _ in range(2):
+            async with asyncio.timeout(60):
+                while system.smtp.in_data < 40:  # many sends inside the provider right now
+                    await asyncio.sleep(0.01)
+            proxy.drop()
+            await asyncio.sleep(2.5)
+        assert len(system.smtp.received) < 400, "the run ended before the drops; make it larger"
+        final = await system.wait_for(ids, timeout=180)
+        assert {b["status"] for b in final.values()} == {"sent"}
+        _assert_each_exactly_once(system, final)
+    finally:
+        await system.stop()
+
+
+async def test_a_bulk_redrive_after_an_outage_delivers_each_once_and_only_once(
+    system_factory: Callable[..., HeraldSystem],
+) -> None:
+    """The provider is down long enough to exhaust every budget; after it heals an operator
+    redrives everything in bulk, twice by mistake: each notification is sent exactly once."""
+    system = system_factory(HERALD_EMAIL_RETRY_DELAYS="0.3", HERALD_EMAIL_RETRY_MAX_ATTEMPTS="2")
+    await system.start()
+    assert system.http is not None
+    try:
+        recipients = [f"out{i}@example.com" for i in range(40)]
+        for recipient in recipients:
+            system.smtp.fail(recipient, "451 4.4.1 provider down")
+        ids = await system.post_batch([email(r, r) for r in recipients])
+        final = await system.wait_for(ids, timeout=90)
+        assert {b["failure_reason"] for b in final.values()} == {"retries_exhausted"}
+        for recipient in recipients:
+            system.smtp.heal(recipient)
+        redriven: list[str] = []
+        for _ in range(2):
+            async with system.http.post(
+                f"{system.api_url}/v1/dead-letters/redrive", json={}
+            ) as response:
+                assert response.status == 200, await response.text()
+                redriven += (await response.json())["notification_ids"]
+        assert sorted(redriven) == sorted(ids)  # the second redrive found nothing left
+        final = await system.wait_for(ids, {"sent"}, timeout=90)
+        await asyncio.sleep(1.0)
+        _assert_each_exactly_once(system, final)
+        assert {len(b["attempts"]) for b in final.values()} == {3}
     finally:
         await system.stop()
 

@@ -35,6 +35,9 @@ class ServiceProcess:
     log_dir: Path
     process: subprocess.Popen[bytes] | None = None
     starts: int = field(default=0)
+    kind: str = ""
+    """Which service this is (a key of ``MODULES``); the name when empty. Replicas of one
+    service share a kind and differ in name."""
 
     @property
     def log_path(self) -> Path:
@@ -46,7 +49,7 @@ class ServiceProcess:
         log.write(f"--- start {self.starts} ---\n".encode())
         log.flush()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", MODULES[self.name]],
+            [sys.executable, "-m", MODULES[self.kind or self.name]],
             env={**os.environ, "HERALD_LOG_FORMAT": "json", **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,

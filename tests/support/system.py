@@ -28,14 +28,21 @@ class HeraldSystem:
 
     @classmethod
     def build(
-        cls, base_env: dict[str, str], smtp: FakeSmtp, log_dir: Path, **overrides: str
+        cls,
+        base_env: dict[str, str],
+        smtp: FakeSmtp,
+        log_dir: Path,
+        *,
+        email_replicas: int = 2,
+        **overrides: str,
     ) -> HeraldSystem:
-        api_port, dispatcher_port, email_port = free_port(), free_port(), free_port()
+        """The services around ``smtp``; channel-email runs as ``email_replicas`` processes on
+        one queue (``channel-email``, ``channel-email-2``, ...), as it is deployed."""
+        api_port, dispatcher_port = free_port(), free_port()
         env = {
             **base_env,
             "HERALD_API_PORT": str(api_port),
             "HERALD_DISPATCHER_HTTP_PORT": str(dispatcher_port),
-            "HERALD_EMAIL_HTTP_PORT": str(email_port),
             "HERALD_EMAIL_SMTP_HOST": "127.0.0.1",
             "HERALD_EMAIL_SMTP_PORT": str(smtp.port),
             "HERALD_EMAIL_FROM": "Herald Tests <tests@herald.example>",
@@ -48,16 +55,28 @@ class HeraldSystem:
         system.services = {
             "api": ServiceProcess("api", env, api_port, log_dir),
             "dispatcher": ServiceProcess("dispatcher", env, dispatcher_port, log_dir),
-            "channel-email": ServiceProcess("channel-email", env, email_port, log_dir),
         }
+        for replica in range(1, email_replicas + 1):
+            name = "channel-email" if replica == 1 else f"channel-email-{replica}"
+            port = free_port()
+            system.services[name] = ServiceProcess(
+                name, {**env, "HERALD_EMAIL_HTTP_PORT": str(port)}, port, log_dir,
+                kind="channel-email",
+            )  # fmt: skip
         return system
+
+    @property
+    def email_replicas(self) -> list[ServiceProcess]:
+        return [s for s in self.services.values() if s.kind == "channel-email"]
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.services['api'].http_port}"
 
-    async def start(self, names: Iterable[str] = ("api", "dispatcher", "channel-email")) -> None:
-        await asyncio.gather(*(self.services[n].start() for n in names))
+    async def start(self, names: Iterable[str] | None = None) -> None:
+        """Start the named services, or all of them."""
+        chosen = list(self.services) if names is None else list(names)
+        await asyncio.gather(*(self.services[n].start() for n in chosen))
         if self.http is None:
             self.http = aiohttp.ClientSession()
 

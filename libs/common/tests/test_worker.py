@@ -7,6 +7,7 @@ decisions (ack, retry, dead letter, replay), not about any provider's protocol.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import uuid
@@ -36,10 +37,16 @@ class ScriptedProvider:
     name: str = "scripted"
     script: dict[str, list[str]] = field(default_factory=dict)
     calls: list[tuple[str, float]] = field(default_factory=list)
+    delay: float = 0.0
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return contextlib.AsyncExitStack()
 
     async def send(self, delivery: EmailDelivery) -> Receipt:
         key = str(delivery.id)
         self.calls.append((key, asyncio.get_running_loop().time()))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         steps = self.script.get(key, [])
         step = steps.pop(0) if steps else "ok"
         if step == "transient":
@@ -295,8 +302,8 @@ async def test_a_redelivered_finished_attempt_replays_its_result_without_sending
     delivery = await harness.notification()
     await harness.pool.execute(
         """INSERT INTO attempts (notification_id, attempt, provider, started_at, finished_at,
-                                 result, provider_message_id)
-           VALUES ($1, 1, 'scripted', now(), now(), 'sent', 'msg-earlier')""",
+                                 result, provider_message_id, lease_expires_at)
+           VALUES ($1, 1, 'scripted', now(), now(), 'sent', 'msg-earlier', now())""",
         delivery.id,
     )
     await harness.publish(delivery.model_dump_json().encode())
@@ -311,9 +318,10 @@ async def test_a_redelivered_unfinished_attempt_is_sent_again_as_a_possible_dupl
     harness: Harness,
 ) -> None:
     delivery = await harness.notification()
+    # Started by a process that died: no result, and its lease ran out.
     await harness.pool.execute(
-        "INSERT INTO attempts (notification_id, attempt, provider, started_at) "
-        "VALUES ($1, 1, 'scripted', now())",
+        "INSERT INTO attempts (notification_id, attempt, provider, started_at, lease_expires_at) "
+        "VALUES ($1, 1, 'scripted', now() - interval '1 minute', now() - interval '1 second')",
         delivery.id,
     )
     await harness.publish(delivery.model_dump_json().encode())

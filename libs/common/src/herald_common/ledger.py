@@ -1,30 +1,53 @@
 """The attempt ledger: what a channel service writes to PostgreSQL around each provider call.
 
-Before a provider is called the attempt is *claimed* (its row inserted, the notification marked
-``sending``); right after, its result is *recorded*. Both are batched across concurrent deliveries.
-The claim is what makes a redelivery safe:
+Before a provider is called the attempt is *claimed*: its row is inserted with the claiming
+delivery's token and a *lease* (``lease_expires_at`` = now + provider timeout + margin), and the
+notification is marked ``sending``. Right after the call its result is *recorded*. Both are batched
+across concurrent deliveries, and a claim locks the notifications it touches (in id order), so
+replicas claiming copies of one message at once are serialised.
 
-* the notification is already sent, failed or canceled → skip (ack without sending);
-* this attempt already has a result → a redelivered message *replays* that result (the crash came
-  after the provider answered: republish the retry or dead letter and the outcome event, send
-  nothing); a fresh duplicate copy is skipped;
-* this attempt was started but has no result → a redelivered message is sent again and marked
-  ``possible_duplicate`` (the provider may have accepted it before the crash); a fresh duplicate
-  copy is skipped, as the original is still in flight.
+What a claim decides is a pure function of the claim and the stored state (``decide``):
+
+* no such notification → ``unknown`` (dead-lettered);
+* the attempt is older than the notification's generation (``first_attempt``, moved by a redrive)
+  → ``skip``: a redrive superseded it;
+* the attempt row carries this delivery's own token → the claim committed but its reply was lost
+  and the claim was resubmitted: ``send`` (resume) if unfinished, ``replay`` if finished;
+* the attempt has a result → a redelivered copy ``replay``\\s it (republishes the retry or dead
+  letter and the outcome event, sends nothing); a fresh duplicate copy is skipped;
+* the notification is already sent, failed or canceled → ``skip``;
+* the attempt is started, unfinished, and its lease is live → another delivery holds it. A
+  redelivered copy ``wait``\\s (re-claims later, without nacking) and then replays the result; a
+  fresh copy is skipped (the holder's message is unacked and comes back if the holder dies);
+* the lease expired without a result → the holder died between its claim and its record; a
+  redelivered copy takes the attempt over and sends again, marked ``possible_duplicate``; a fresh
+  copy is skipped (the holder's own message is redelivered and takes it over);
+* nothing stored → ``send``.
+
+Within one batch redelivered copies are decided before fresh ones, and each decision updates the
+state the next one sees, so two copies of one attempt in a batch never both send nor both skip.
+
+Recording never overwrites a finished attempt: the first result wins, and a delivery whose record
+lost (its lease had expired and another took over and finished) gets the stored result back, to
+conclude with that instead of its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
 
 from .schemas import AttemptResult
+from .text import safe_text
 
 TERMINAL_STATUSES = ("sent", "failed", "canceled")
+
+Action = Literal["send", "skip", "replay", "wait", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +56,11 @@ class Claim:
     attempt: int
     redelivered: bool
     provider: str | None
+    token: UUID
+    """One per delivery of a message: a resubmitted claim finds its own row by it."""
+    lease_seconds: float
+    possible_duplicate: bool = False
+    """An earlier attempt may have been delivered (a timeout after hand-over): mark this one."""
 
 
 @dataclass(frozen=True)
@@ -47,12 +75,184 @@ class StoredResult:
 
 
 @dataclass(frozen=True)
+class AttemptState:
+    """What PostgreSQL holds about one (notification, attempt) when a claim is decided."""
+
+    status: str | None
+    """The notification's status; None when there is no such notification."""
+    first_attempt: int = 1
+    token: UUID | None = None
+    """The claim token of the attempt row; None when there is no row."""
+    started_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    possible_duplicate: bool = False
+    stored: StoredResult | None = None
+
+
+@dataclass(frozen=True)
 class ClaimDecision:
-    action: Literal["send", "skip", "replay", "unknown"]
+    action: Action
     possible_duplicate: bool = False
     started_at: datetime | None = None
     stored: StoredResult | None = None
+    wait_until: datetime | None = None
+    """For ``wait``: when the holder's lease runs out (re-claim before, or then)."""
     why: str = ""
+    write: Literal["none", "insert", "take_over"] = "none"
+    """What the claim must write for a ``send``: a new row, or taking an expired lease over."""
+
+
+def decide(
+    claims: Sequence[Claim], states: dict[tuple[UUID, int], AttemptState], now: datetime
+) -> list[ClaimDecision]:
+    """Decide every claim of a batch (see the module docstring); pure, for tests and ``claim``.
+
+    ``states`` is what is stored for each (notification, attempt); missing keys mean an unknown
+    notification. The states of keys decided ``send`` are updated as the batch goes, so a later
+    copy of the same attempt in the batch sees the lease the earlier one took.
+    """
+    state = dict(states)
+    decisions: list[ClaimDecision | None] = [None] * len(claims)
+    order = sorted(range(len(claims)), key=lambda i: (not claims[i].redelivered, i))
+    for index in order:
+        item = claims[index]
+        key = (item.notification_id, item.attempt)
+        current = state.get(key, AttemptState(status=None))
+        decision = _decide_one(item, current, now)
+        if decision.action == "send":
+            state[key] = replace(
+                current,
+                token=item.token,
+                started_at=now,
+                lease_expires_at=now + timedelta(seconds=item.lease_seconds),
+                possible_duplicate=decision.possible_duplicate,
+            )
+        decisions[index] = decision
+    return [d for d in decisions if d is not None]
+
+
+def _decide_one(item: Claim, s: AttemptState, now: datetime) -> ClaimDecision:
+    if s.status is None:
+        return ClaimDecision("unknown", why="no such notification")
+    if item.attempt < s.first_attempt:
+        return ClaimDecision("skip", why="superseded by a redrive (older attempt generation)")
+    if s.token is not None and s.token == item.token:
+        if s.stored is not None:
+            return ClaimDecision("replay", stored=s.stored)
+        # Our own claim committed but its reply was lost: carry on with it.
+        return ClaimDecision(
+            "send", possible_duplicate=s.possible_duplicate, started_at=s.started_at
+        )
+    if s.stored is not None:
+        if item.redelivered:
+            return ClaimDecision("replay", stored=s.stored)
+        return ClaimDecision("skip", why="attempt already has a result")
+    if s.status in TERMINAL_STATUSES:
+        return ClaimDecision("skip", why=f"notification is {s.status}")
+    if s.token is not None or s.started_at is not None:
+        assert s.lease_expires_at is not None
+        if s.lease_expires_at > now:
+            if item.redelivered:
+                return ClaimDecision(
+                    "wait", wait_until=s.lease_expires_at, why="attempt leased elsewhere"
+                )
+            return ClaimDecision("skip", why="attempt in flight elsewhere")
+        if item.redelivered:
+            return ClaimDecision("send", possible_duplicate=True, started_at=now, write="take_over")
+        return ClaimDecision("skip", why="attempt abandoned; its own message takes it over")
+    return ClaimDecision(
+        "send", possible_duplicate=item.possible_duplicate, started_at=now, write="insert"
+    )
+
+
+_READ_STATE = """
+    SELECT c.id, c.attempt, n.status, n.first_attempt, a.claim_token, a.started_at,
+           a.lease_expires_at, a.finished_at, a.result, a.error, a.provider,
+           a.provider_message_id, a.possible_duplicate
+    FROM (SELECT DISTINCT id, attempt FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)) c
+    JOIN notifications n ON n.id = c.id
+    LEFT JOIN attempts a ON a.notification_id = c.id AND a.attempt = c.attempt
+    ORDER BY n.id
+    FOR UPDATE OF n"""
+
+
+def _stored(row: asyncpg.Record) -> StoredResult | None:
+    if row["finished_at"] is None:
+        return None
+    return StoredResult(
+        row["result"], row["error"], row["provider"], row["provider_message_id"],
+        row["started_at"], row["finished_at"], row["possible_duplicate"],
+    )  # fmt: skip
+
+
+async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecision]:
+    async with pool.acquire() as connection, connection.transaction():
+        now: datetime = await connection.fetchval("SELECT clock_timestamp()")
+        rows = await connection.fetch(
+            _READ_STATE,
+            [c.notification_id for c in claims],
+            [c.attempt for c in claims],
+        )
+        states = {
+            (r["id"], r["attempt"]): AttemptState(
+                status=r["status"],
+                first_attempt=r["first_attempt"],
+                token=r["claim_token"],
+                started_at=r["started_at"],
+                lease_expires_at=r["lease_expires_at"],
+                possible_duplicate=bool(r["possible_duplicate"]),
+                stored=_stored(r),
+            )
+            for r in rows
+        }
+        decisions = decide(claims, states, now)
+        inserts = [c for c, d in zip(claims, decisions, strict=True) if d.write == "insert"]
+        take_overs = [c for c, d in zip(claims, decisions, strict=True) if d.write == "take_over"]
+        if inserts:
+            await connection.execute(
+                """INSERT INTO attempts (notification_id, attempt, provider, started_at,
+                                         claim_token, lease_expires_at, possible_duplicate)
+                   SELECT id, attempt, provider, $5::timestamptz, token,
+                          $5::timestamptz + make_interval(secs => lease),
+                          dup
+                   FROM unnest($1::uuid[], $2::int[], $3::text[], $4::uuid[], $6::float8[],
+                               $7::bool[]) AS c(id, attempt, provider, token, lease, dup)""",
+                [c.notification_id for c in inserts],
+                [c.attempt for c in inserts],
+                [c.provider for c in inserts],
+                [c.token for c in inserts],
+                now,
+                [c.lease_seconds for c in inserts],
+                [c.possible_duplicate for c in inserts],
+            )
+        if take_overs:
+            await connection.execute(
+                """UPDATE attempts a
+                   SET claim_token = c.token, started_at = $3::timestamptz,
+                       possible_duplicate = true,
+                       lease_expires_at = $3::timestamptz + make_interval(secs => c.lease)
+                   FROM unnest($1::uuid[], $2::int[], $4::uuid[], $5::float8[])
+                        AS c(id, attempt, token, lease)
+                   WHERE a.notification_id = c.id AND a.attempt = c.attempt
+                     AND a.finished_at IS NULL""",
+                [c.notification_id for c in take_overs],
+                [c.attempt for c in take_overs],
+                now,
+                [c.token for c in take_overs],
+                [c.lease_seconds for c in take_overs],
+            )
+        sending = inserts + take_overs
+        if sending:
+            await connection.execute(
+                """UPDATE notifications n
+                   SET status = 'sending', attempts = GREATEST(n.attempts, c.attempt),
+                       updated_at = now()
+                   FROM unnest($1::uuid[], $2::int[]) AS c(id, attempt)
+                   WHERE n.id = c.id AND n.status NOT IN ('sent', 'failed', 'canceled')""",
+                [c.notification_id for c in sending],
+                [c.attempt for c in sending],
+            )
+    return decisions
 
 
 @dataclass(frozen=True)
@@ -66,112 +266,47 @@ class RecordedResult:
     finished_at: datetime
 
 
-async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecision]:
+async def record(
+    pool: asyncpg.Pool[Any], results: list[RecordedResult]
+) -> list[StoredResult | None]:
+    """Record results; per item None when recorded, or the result another delivery recorded
+    first (the first result wins: a finished attempt is never overwritten)."""
     async with pool.acquire() as connection, connection.transaction():
-        rows = await connection.fetch(
-            """SELECT c.ord, n.status, a.started_at, a.finished_at, a.result, a.error,
-                      a.provider, a.provider_message_id, a.possible_duplicate
-               FROM unnest($1::uuid[], $2::int[]) WITH ORDINALITY AS c(id, attempt, ord)
-               LEFT JOIN notifications n ON n.id = c.id
-               LEFT JOIN attempts a ON a.notification_id = c.id AND a.attempt = c.attempt
-               ORDER BY c.ord""",
-            [c.notification_id for c in claims],
-            [c.attempt for c in claims],
+        updated = await connection.fetch(
+            """UPDATE attempts a
+               SET finished_at = r.finished_at, result = r.result, error = r.error,
+                   provider = COALESCE(r.provider, a.provider),
+                   provider_message_id = r.provider_message_id
+               FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::timestamptz[])
+                    AS r(id, attempt, result, error, provider, provider_message_id, finished_at)
+               WHERE a.notification_id = r.id AND a.attempt = r.attempt
+                 AND a.finished_at IS NULL
+               RETURNING a.notification_id, a.attempt""",
+            [r.notification_id for r in results],
+            [r.attempt for r in results],
+            [r.result for r in results],
+            [_clean(r.error) for r in results],
+            [_clean(r.provider) for r in results],
+            [_clean(r.provider_message_id) for r in results],
+            [r.finished_at for r in results],
         )
-        decisions: list[ClaimDecision | None] = [None] * len(claims)
-        fresh: list[int] = []
-        again: list[int] = []
-        seen: set[tuple[UUID, int]] = set()
-        for index, (item, row) in enumerate(zip(claims, rows, strict=True)):
-            key = (item.notification_id, item.attempt)
-            if row["status"] is None:
-                decisions[index] = ClaimDecision("unknown", why="no such notification")
-            elif key in seen:
-                decisions[index] = ClaimDecision("skip", why="duplicate copy in the same batch")
-            elif row["status"] in TERMINAL_STATUSES and row["finished_at"] is None:
-                decisions[index] = ClaimDecision("skip", why=f"notification is {row['status']}")
-            elif row["finished_at"] is not None:
-                if item.redelivered:
-                    stored = StoredResult(
-                        row["result"], row["error"], row["provider"], row["provider_message_id"],
-                        row["started_at"], row["finished_at"], row["possible_duplicate"],
-                    )  # fmt: skip
-                    decisions[index] = ClaimDecision("replay", stored=stored)
-                else:
-                    decisions[index] = ClaimDecision("skip", why="attempt already has a result")
-            elif row["started_at"] is not None:
-                if item.redelivered:
-                    again.append(index)
-                else:
-                    decisions[index] = ClaimDecision("skip", why="attempt already in flight")
-            else:
-                fresh.append(index)
-            seen.add(key)
-
-        started = await connection.fetch(
-            """INSERT INTO attempts (notification_id, attempt, provider, started_at)
-               SELECT id, attempt, provider, clock_timestamp()
-               FROM unnest($1::uuid[], $2::int[], $3::text[]) AS c(id, attempt, provider)
-               ON CONFLICT (notification_id, attempt) DO NOTHING
-               RETURNING notification_id, attempt, started_at""",
-            [claims[i].notification_id for i in fresh],
-            [claims[i].attempt for i in fresh],
-            [claims[i].provider for i in fresh],
-        )
-        restarted = await connection.fetch(
-            """UPDATE attempts a SET possible_duplicate = true, started_at = clock_timestamp()
-               FROM unnest($1::uuid[], $2::int[]) AS c(id, attempt)
-               WHERE a.notification_id = c.id AND a.attempt = c.attempt AND a.finished_at IS NULL
-               RETURNING a.notification_id, a.attempt, a.started_at""",
-            [claims[i].notification_id for i in again],
-            [claims[i].attempt for i in again],
-        )
-        won = {(r["notification_id"], r["attempt"]): r["started_at"] for r in started}
-        won_again = {(r["notification_id"], r["attempt"]): r["started_at"] for r in restarted}
-        for index in fresh:
-            key = (claims[index].notification_id, claims[index].attempt)
-            decisions[index] = (
-                ClaimDecision("send", started_at=won[key])
-                if key in won
-                else ClaimDecision("skip", why="claimed concurrently")
+        won = {(u["notification_id"], u["attempt"]) for u in updated}
+        lost = [r for r in results if (r.notification_id, r.attempt) not in won]
+        stored: dict[tuple[UUID, int], StoredResult | None] = {}
+        if lost:
+            rows = await connection.fetch(
+                """SELECT a.notification_id, a.attempt, a.started_at, a.finished_at, a.result,
+                          a.error, a.provider, a.provider_message_id, a.possible_duplicate
+                   FROM attempts a
+                   JOIN unnest($1::uuid[], $2::int[]) AS r(id, attempt)
+                     ON a.notification_id = r.id AND a.attempt = r.attempt""",
+                [r.notification_id for r in lost],
+                [r.attempt for r in lost],
             )
-        for index in again:
-            key = (claims[index].notification_id, claims[index].attempt)
-            decisions[index] = (
-                ClaimDecision("send", possible_duplicate=True, started_at=won_again[key])
-                if key in won_again
-                else ClaimDecision("skip", why="claimed concurrently")
-            )
-        sending = [claims[i] for i in fresh + again if decisions[i].action == "send"]  # type: ignore[union-attr]
-        if sending:
-            await connection.execute(
-                """UPDATE notifications n
-                   SET status = 'sending', attempts = GREATEST(n.attempts, c.attempt),
-                       updated_at = now()
-                   FROM unnest($1::uuid[], $2::int[]) AS c(id, attempt)
-                   WHERE n.id = c.id AND n.status NOT IN ('sent', 'failed', 'canceled')""",
-                [c.notification_id for c in sending],
-                [c.attempt for c in sending],
-            )
-    return [d for d in decisions if d is not None]
+            stored = {(row["notification_id"], row["attempt"]): _stored(row) for row in rows}
+    return [stored.get((r.notification_id, r.attempt)) for r in results]
 
 
-async def record(pool: asyncpg.Pool[Any], results: list[RecordedResult]) -> list[None]:
-    await pool.execute(
-        """UPDATE attempts a
-           SET finished_at = r.finished_at, result = r.result, error = r.error,
-               provider = COALESCE(r.provider, a.provider),
-               provider_message_id = r.provider_message_id
-           FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::timestamptz[])
-                AS r(id, attempt, result, error, provider, provider_message_id, finished_at)
-           WHERE a.notification_id = r.id AND a.attempt = r.attempt""",
-        [r.notification_id for r in results],
-        [r.attempt for r in results],
-        [r.result for r in results],
-        [r.error for r in results],
-        [r.provider for r in results],
-        [r.provider_message_id for r in results],
-        [r.finished_at for r in results],
-    )
-    return [None] * len(results)
+def _clean(text: str | None) -> str | None:
+    return None if text is None else safe_text(text)

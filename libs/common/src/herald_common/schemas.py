@@ -107,6 +107,9 @@ class Headers:
     FIRST_ATTEMPT = "herald-first-attempt"
     """First attempt of the current budget; a redrive starts a fresh budget."""
     LAST_ERROR = "herald-last-error"
+    MAYBE_DELIVERED = "herald-maybe-delivered"
+    """Set on a retry whose previous attempt may have reached the recipient (a timeout after
+    hand-over): the retry's attempt is marked ``possible_duplicate``."""
     DEAD_LETTER_REASON = "herald-dead-letter-reason"
     DEAD_LETTERED_AT = "herald-dead-lettered-at"
     CHANNEL = "herald-channel"

@@ -134,6 +134,20 @@ class WorkerSettings(CommonSettings):
     provider_timeout: float = Field(
         default=15.0, gt=0, description="Seconds one provider call may take; longer is transient."
     )
+    lease_margin: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds added to the provider timeout to make an attempt's lease: a redelivered copy "
+            "waits that long for the holder's result before sending again (marked a possible "
+            "duplicate)."
+        ),
+    )
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claimed attempt belongs to its delivery (claim, provider call, record)."""
+        return self.provider_timeout + self.lease_margin
 
     @field_validator("retry_delays", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from prometheus_client import CollectorRegistry
 from . import ledger
 from .amqp import Publisher
 from .batching import Batcher
+from .db import is_bad_data, is_outage
 from .errors import (
     MalformedMessage,
     PermanentError,
@@ -48,6 +50,7 @@ from .errors import (
 from .metrics import WorkerMetrics
 from .schemas import AttemptOutcome, AttemptResult, Delivery, Headers, OutcomeBatch, parse_delivery
 from .settings import RetryPolicy, WorkerSettings
+from .text import safe_text
 from .topology import Topology
 
 log = structlog.get_logger("herald.worker")
@@ -65,9 +68,16 @@ class Receipt:
 
 
 class Provider(Protocol):
-    """A channel's way out. Raise ``TransientError`` or ``PermanentError``; return a receipt."""
+    """A channel's way out. Raise ``TransientError`` or ``PermanentError``; return a receipt.
+
+    ``slot()`` waits for capacity (a pooled connection, a concurrency limit) and is not timed;
+    ``send`` runs inside it, bounded by the provider timeout, so deliveries queued behind a busy
+    pool never time out unsent.
+    """
 
     name: str
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[object]: ...
 
     async def send(self, delivery: Delivery) -> Receipt: ...
 
@@ -83,6 +93,24 @@ class _Attempt:
     possible_duplicate: bool
 
 
+@dataclass(frozen=True)
+class _Result:
+    """What one provider call came to (or the result another delivery recorded first)."""
+
+    result: AttemptResult
+    error: str | None
+    provider: str | None
+    provider_message_id: str | None = None
+    finished_at: datetime | None = None
+    retry_after: float | None = None
+    maybe_delivered: bool = False
+
+    @classmethod
+    def stored(cls, stored: ledger.StoredResult) -> _Result:
+        return cls(stored.result, stored.error, stored.provider, stored.provider_message_id,
+                   stored.finished_at)  # fmt: skip
+
+
 class _InfrastructureError(Exception):
     """PostgreSQL or the broker failed under a delivery: requeue it, decide nothing."""
 
@@ -96,7 +124,13 @@ def _header_int(headers: dict[str, Any], name: str, default: int) -> int:
 
 
 def _truncate(text: str) -> str:
+    """Provider text made safe to store (no NUL, no lone surrogates) and bounded."""
+    text = safe_text(text)
     return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
+
+
+CLAIM_RECHECK_SECONDS = 0.5
+"""How often a copy waiting on another delivery's lease claims again."""
 
 
 class ChannelWorker:
@@ -131,7 +165,7 @@ class ChannelWorker:
         self._consumer_tag: str | None = None
         self._publisher: Publisher | None = None
         self._claims: Batcher[ledger.Claim, ledger.ClaimDecision] | None = None
-        self._results: Batcher[ledger.RecordedResult, None] | None = None
+        self._results: Batcher[ledger.RecordedResult, ledger.StoredResult | None] | None = None
         self._outcomes: Batcher[AttemptOutcome, None] | None = None
 
     async def start(self) -> None:
@@ -155,8 +189,14 @@ class ChannelWorker:
         await self._declare()
 
         self._publisher = await Publisher.open(self._connection, self._settings.publish_timeout)
-        self._claims = Batcher(lambda items: ledger.claim(self._pool, items), max_size=500)
-        self._results = Batcher(lambda items: ledger.record(self._pool, items), max_size=500)
+        # A batch failing for its data (not an outage) is split to isolate the item; only that
+        # delivery fails, and it is dead-lettered, while the rest of the batch goes on.
+        self._claims = Batcher(
+            lambda items: ledger.claim(self._pool, items), max_size=500, isolate=is_bad_data
+        )
+        self._results = Batcher(
+            lambda items: ledger.record(self._pool, items), max_size=500, isolate=is_bad_data
+        )
         self._outcomes = Batcher(self._publish_outcomes, max_size=500)
 
         self._consume_channel = await self._connection.channel()
@@ -226,9 +266,21 @@ class ChannelWorker:
         except asyncio.CancelledError:
             # Shutdown gave up on it: leave it unacked, the broker redelivers it.
             raise
-        except Exception:
-            log.exception("unexpected error handling a delivery; requeueing")
-            await self._requeue_later(message)
+        except Exception as exc:
+            # Not an outage (those are retried in place) and not the provider (that decides a
+            # retry or a dead letter): bad data or a bug, which would fail the same way on every
+            # redelivery. Dead-letter it with the reason instead of nacking it in a loop (RabbitMQ
+            # 4.3 no longer counts such requeues towards the delivery limit).
+            log.exception("unexpected error handling a delivery; dead-lettering it")
+            try:
+                await self._dead_letter(
+                    message.body, message.headers or {}, "handler_error",
+                    f"{type(exc).__name__}: {exc}", message,
+                )  # fmt: skip
+                await _ack(message)
+            except Exception:
+                log.exception("could not dead-letter the delivery; requeueing it")
+                await self._requeue_later(message)
         finally:
             self._metrics.in_flight.labels(self.channel).dec()
             structlog.contextvars.unbind_contextvars(
@@ -251,7 +303,7 @@ class ChannelWorker:
         except MalformedMessage as exc:
             log.warning("dead-lettering a malformed message", reason=str(exc))
             await self._dead_letter(message.body, headers, "malformed", str(exc), message)
-            await message.ack()
+            await _ack(message)
             return
         structlog.contextvars.bind_contextvars(
             notification_id=str(delivery.id),
@@ -280,21 +332,40 @@ class ChannelWorker:
         number: int,
         first_number: int,
     ) -> None:
-        decision = await self._infra(
-            lambda: self._claims_batcher.submit(
-                ledger.Claim(delivery.id, number, bool(message.redelivered), self._provider.name)
-            )
+        claim = ledger.Claim(
+            delivery.id,
+            number,
+            bool(message.redelivered),
+            self._provider.name,
+            token=uuid.uuid4(),
+            lease_seconds=self._settings.lease_seconds,
+            possible_duplicate=_header_flag(headers, Headers.MAYBE_DELIVERED),
         )
+        while True:
+            # The provider's slot is taken before the claim, so the lease (claim + provider call
+            # + record) never runs while the delivery queues for a connection.
+            async with self._provider.slot():
+                decision = await self._infra(lambda: self._claims_batcher.submit(claim))
+                if decision.action == "send":
+                    outcome = await self._deliver(delivery)
+            if decision.action != "wait":
+                break
+            # Another delivery holds a live lease on this attempt (the original, on a replica
+            # whose channel dropped): wait for its result without nacking, then replay it.
+            log.debug("attempt leased elsewhere; waiting", until=str(decision.wait_until))
+            if await self._stopped_within(CLAIM_RECHECK_SECONDS):
+                raise _InfrastructureError("stopping while waiting for a leased attempt")
+
         if decision.action == "skip":
             log.info("skipping delivery", why=decision.why)
             self._metrics.skipped.labels(self.channel).inc()
-            await message.ack()
+            await _ack(message)
             return
         if decision.action == "unknown":
             await self._dead_letter(
                 message.body, headers, "unknown_notification", decision.why, message
             )
-            await message.ack()
+            await _ack(message)
             return
         if decision.action == "replay":
             assert decision.stored is not None
@@ -302,69 +373,73 @@ class ChannelWorker:
             attempt = _Attempt(delivery, number, first_number, stored.started_at,
                                stored.possible_duplicate)  # fmt: skip
             log.info("replaying a recorded result", result=stored.result)
-            await self._conclude(
-                message, attempt, stored.result, stored.error, stored.provider,
-                stored.provider_message_id, stored.finished_at, retry_after=None,
-            )  # fmt: skip
+            await self._conclude(message, attempt, _Result.stored(stored))
             return
 
         assert decision.started_at is not None
         attempt = _Attempt(delivery, number, first_number, decision.started_at,
                            decision.possible_duplicate)  # fmt: skip
-        result, error, provider, provider_message_id, retry_after = await self._deliver(delivery)
         finished_at = self._clock()
-        await self._infra(
+        earlier = await self._infra(
             lambda: self._results_batcher.submit(
                 ledger.RecordedResult(
-                    delivery.id, number, result, error, provider, provider_message_id, finished_at
+                    delivery.id, number, outcome.result, outcome.error, outcome.provider,
+                    outcome.provider_message_id, finished_at,
                 )
             )
-        )
-        await self._conclude(message, attempt, result, error, provider, provider_message_id,
-                             finished_at, retry_after)  # fmt: skip
+        )  # fmt: skip
+        if earlier is not None:
+            # Our lease ran out and another delivery took the attempt over and finished it
+            # first: its result is the one on record, so conclude with that one.
+            log.warning("attempt was finished by another delivery; replaying its result",
+                        ours=outcome.result, recorded=earlier.result)  # fmt: skip
+            await self._conclude(message, attempt, _Result.stored(earlier))
+            return
+        await self._conclude(message, attempt, _Result(
+            outcome.result, outcome.error, outcome.provider, outcome.provider_message_id,
+            finished_at, outcome.retry_after, outcome.maybe_delivered,
+        ))  # fmt: skip
 
-    async def _deliver(
-        self, delivery: Delivery
-    ) -> tuple[AttemptResult, str | None, str | None, str | None, float | None]:
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        return self._stopping.is_set()
+
+    async def _deliver(self, delivery: Delivery) -> _Result:
+        """Call the provider (inside its slot), bounded by the provider timeout."""
         provider = self._provider.name
         started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self._settings.provider_timeout):
                 receipt = await self._provider.send(delivery)
         except TransientError as exc:
-            outcome: tuple[AttemptResult, str | None, str | None, str | None, float | None] = (
-                "transient_failure", _truncate(str(exc)), exc.provider or provider, None,
-                exc.retry_after,
-            )  # fmt: skip
+            outcome = _Result("transient_failure", _truncate(str(exc)), exc.provider or provider,
+                              retry_after=exc.retry_after,
+                              maybe_delivered=exc.maybe_delivered)  # fmt: skip
         except PermanentError as exc:
-            outcome = ("permanent_failure", _truncate(str(exc)), exc.provider or provider,
-                       None, None)  # fmt: skip
+            outcome = _Result("permanent_failure", _truncate(str(exc)), exc.provider or provider)
         except TimeoutError:
-            outcome = ("transient_failure",
-                       f"provider timed out after {self._settings.provider_timeout}s",
-                       provider, None, None)  # fmt: skip
+            # Cut off mid-call: the provider may have taken the message before it was cut.
+            outcome = _Result("transient_failure",
+                              f"provider timed out after {self._settings.provider_timeout}s",
+                              provider, maybe_delivered=True)  # fmt: skip
         except Exception as exc:
             log.exception("provider raised an unexpected error; treating it as transient")
-            outcome = ("transient_failure", _truncate(f"{type(exc).__name__}: {exc}"),
-                       provider, None, None)  # fmt: skip
+            outcome = _Result("transient_failure", _truncate(f"{type(exc).__name__}: {exc}"),
+                              provider)  # fmt: skip
         else:
-            outcome = ("sent", None, receipt.provider, receipt.provider_message_id, None)
+            outcome = _Result("sent", None, receipt.provider, receipt.provider_message_id)
         elapsed = asyncio.get_running_loop().time() - started
-        self._metrics.delivery_seconds.labels(self.channel, outcome[2] or provider).observe(elapsed)
-        self._metrics.deliveries.labels(self.channel, outcome[2] or provider, outcome[0]).inc()
+        used = outcome.provider or provider
+        self._metrics.delivery_seconds.labels(self.channel, used).observe(elapsed)
+        self._metrics.deliveries.labels(self.channel, used, outcome.result).inc()
         return outcome
 
     async def _conclude(
-        self,
-        message: AbstractIncomingMessage,
-        attempt: _Attempt,
-        result: AttemptResult,
-        error: str | None,
-        provider: str | None,
-        provider_message_id: str | None,
-        finished_at: datetime,
-        retry_after: float | None,
+        self, message: AbstractIncomingMessage, attempt: _Attempt, outcome: _Result
     ) -> None:
+        result, error, provider = outcome.result, outcome.error, outcome.provider
+        finished_at = outcome.finished_at or self._clock()
         next_attempt_at: datetime | None = None
         if result == "sent":
             disposition = "sent"
@@ -376,7 +451,7 @@ class ChannelWorker:
         ):
             disposition = "retry"
             retry_number = attempt.number - attempt.first_number + 1
-            delay = self._policy.delay_for(retry_number, retry_after)
+            delay = self._policy.delay_for(retry_number, outcome.retry_after)
             next_attempt_at = finished_at + timedelta(seconds=delay)
             headers = {
                 **_own_headers(message.headers or {}),
@@ -384,6 +459,9 @@ class ChannelWorker:
                 Headers.FIRST_ATTEMPT: attempt.first_number,
                 Headers.LAST_ERROR: error or "",
             }
+            headers.pop(Headers.MAYBE_DELIVERED, None)
+            if outcome.maybe_delivered:
+                headers[Headers.MAYBE_DELIVERED] = 1
             await self._infra(
                 lambda: self._publisher_.publish(
                     "",
@@ -409,7 +487,7 @@ class ChannelWorker:
                     result=result,
                     disposition=disposition,
                     provider=provider,
-                    provider_message_id=provider_message_id,
+                    provider_message_id=outcome.provider_message_id,
                     error=error,
                     started_at=attempt.started_at,
                     finished_at=finished_at,
@@ -418,7 +496,7 @@ class ChannelWorker:
                 )
             )
         )
-        await message.ack()
+        await _ack(message)
 
     async def _dead_letter(
         self,
@@ -478,7 +556,13 @@ class ChannelWorker:
                 failure: Exception = exc
                 with contextlib.suppress(Exception):
                     await self._declare()
-            except (PublishError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            except PublishError as exc:
+                failure = exc
+            except Exception as exc:
+                # Only an outage is retried in place; bad data or a bug is not going to change
+                # by waiting, and goes up to be dead-lettered with its reason.
+                if not is_outage(exc):
+                    raise
                 failure = exc
             if self._stopping.is_set():
                 raise _InfrastructureError(str(failure)) from failure
@@ -498,7 +582,7 @@ class ChannelWorker:
         return self._claims
 
     @property
-    def _results_batcher(self) -> Batcher[ledger.RecordedResult, None]:
+    def _results_batcher(self) -> Batcher[ledger.RecordedResult, ledger.StoredResult | None]:
         assert self._results is not None
         return self._results
 
@@ -518,3 +602,17 @@ def _header_int_or(headers: Any, name: str, default: int) -> int:
         return int(dict(headers).get(name, default))
     except (TypeError, ValueError):
         return default
+
+
+def _header_flag(headers: Any, name: str) -> bool:
+    value = dict(headers).get(name)
+    return value not in (None, 0, "0", "", False, b"", b"0")
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    """Ack, accepting that the channel may be gone: the broker then redelivers the message, and
+    the ledger turns the redelivery into a replay (or a skip), never a second send."""
+    try:
+        await message.ack()
+    except Exception as exc:
+        log.info("ack failed; the message will be redelivered and replayed", error=repr(exc))

@@ -1,0 +1,117 @@
+"""The attempt ledger against the real database: claims that survive a lost reply, batches with
+several copies of one attempt, leases, the redrive fence, and results that never overwrite."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from herald_common import ledger
+from herald_common.ledger import Claim, RecordedResult
+
+
+async def _notification(pool: asyncpg.Pool[Any], **columns: Any) -> uuid.UUID:
+    id = uuid.uuid4()
+    await pool.execute(
+        """INSERT INTO notifications (id, channel, recipient, content, status, first_attempt)
+           VALUES ($1, 'email', 'a@example.com', '{}'::jsonb, $2, $3)""",
+        id,
+        columns.get("status", "queued"),
+        columns.get("first_attempt", 1),
+    )
+    return id
+
+
+def _claim(id: uuid.UUID, *, redelivered: bool, attempt: int = 1, lease: float = 30) -> Claim:
+    return Claim(id, attempt, redelivered, "smtp", token=uuid.uuid4(), lease_seconds=lease)
+
+
+async def test_a_resubmitted_claim_whose_reply_was_lost_goes_ahead(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    id = await _notification(pool)
+    item = _claim(id, redelivered=False)
+    [first] = await ledger.claim(pool, [item])
+    [again] = await ledger.claim(pool, [item])  # the same delivery, the same token
+    assert (first.action, again.action) == ("send", "send")
+    assert again.started_at == first.started_at
+    assert await pool.fetchval("SELECT count(*) FROM attempts WHERE notification_id = $1", id) == 1
+
+
+async def test_a_fresh_copy_ahead_of_the_redelivered_original_does_not_hide_it(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    id = await _notification(pool)
+    await pool.execute(
+        """INSERT INTO attempts (notification_id, attempt, started_at, claim_token,
+                                 lease_expires_at)
+           VALUES ($1, 1, now() - interval '1 minute', $2, now() - interval '1 second')""",
+        id,
+        uuid.uuid4(),
+    )
+    decisions = await ledger.claim(
+        pool, [_claim(id, redelivered=False), _claim(id, redelivered=True)]
+    )
+    assert [d.action for d in decisions] == ["skip", "send"]
+    assert decisions[1].possible_duplicate
+    row = await pool.fetchrow("SELECT * FROM attempts WHERE notification_id = $1", id)
+    assert row is not None
+    assert row["possible_duplicate"]
+
+
+async def test_a_redelivered_copy_waits_while_the_lease_is_live(pool: asyncpg.Pool[Any]) -> None:
+    id = await _notification(pool)
+    [holder] = await ledger.claim(pool, [_claim(id, redelivered=False)])
+    [copy] = await ledger.claim(pool, [_claim(id, redelivered=True)])
+    assert (holder.action, copy.action) == ("send", "wait")
+    assert copy.wait_until is not None
+    assert holder.started_at is not None
+    assert 29 < (copy.wait_until - holder.started_at).total_seconds() <= 30.5
+    await ledger.record(
+        pool, [RecordedResult(id, 1, "sent", None, "smtp", "m-1", datetime.now(UTC))]
+    )
+    [after] = await ledger.claim(pool, [_claim(id, redelivered=True)])
+    assert after.action == "replay"
+    assert after.stored is not None
+    assert after.stored.provider_message_id == "m-1"
+
+
+async def test_an_older_generation_is_fenced_off(pool: asyncpg.Pool[Any]) -> None:
+    id = await _notification(pool, first_attempt=4)
+    stale, current = await ledger.claim(
+        pool, [_claim(id, redelivered=True, attempt=3), _claim(id, redelivered=False, attempt=4)]
+    )
+    assert (stale.action, current.action) == ("skip", "send")
+    assert "redrive" in stale.why
+
+
+async def test_a_result_never_overwrites_a_finished_attempt(pool: asyncpg.Pool[Any]) -> None:
+    id = await _notification(pool)
+    await ledger.claim(pool, [_claim(id, redelivered=False)])
+    first, second = (
+        RecordedResult(id, 1, "transient_failure", "451 later", "smtp", None, datetime.now(UTC)),
+        RecordedResult(id, 1, "sent", None, "smtp", "m-2", datetime.now(UTC)),
+    )
+    assert await ledger.record(pool, [first]) == [None]
+    [earlier] = await ledger.record(pool, [second])
+    assert earlier is not None
+    assert earlier.result == "transient_failure"
+    row = await pool.fetchrow("SELECT result, error FROM attempts WHERE notification_id = $1", id)
+    assert row is not None
+    assert (row["result"], row["error"]) == ("transient_failure", "451 later")
+
+
+async def test_provider_text_postgres_cannot_store_is_made_safe(pool: asyncpg.Pool[Any]) -> None:
+    """A Latin-1 SMTP reply decoded with surrogateescape, and a NUL: stored readable."""
+    id = await _notification(pool)
+    await ledger.claim(pool, [_claim(id, redelivered=False)])
+    error = "550 Empf\udce4nger unbekannt\x00"
+    await ledger.record(
+        pool,
+        [RecordedResult(id, 1, "permanent_failure", error, "smtp", None, datetime.now(UTC))],
+    )
+    stored = await pool.fetchval("SELECT error FROM attempts WHERE notification_id = $1", id)
+    assert stored == "550 Empfänger unbekannt\ufffd"
