@@ -53,6 +53,8 @@ class ScriptedProvider:
             raise TransientError("451 try again later")
         if step == "permanent":
             raise PermanentError("550 no such user")
+        if step == "handed over, then timed out":
+            raise TransientError("timed out after DATA", maybe_delivered=True)
         if step == "slow down":
             raise TransientError("429 too many requests", retry_after=0.35)
         return Receipt(provider=self.name, provider_message_id=f"msg-{key}")
@@ -389,3 +391,83 @@ async def test_a_database_outage_holds_deliveries_and_loses_or_repeats_none(
     assert {(o.notification_id, o.result) for o in outcomes} == {(d.id, "sent") for d in deliveries}
     assert all(harness.provider.count(d.id) == 1 for d in deliveries)
     await harness.drain(harness.topology.dead_letter_queue("email"), expect=0)
+
+
+@dataclass
+class PooledProvider(ScriptedProvider):
+    """One connection: deliveries queue for the slot, and each send takes ``delay``."""
+
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self.slots
+
+    async def send(self, delivery: EmailDelivery) -> Receipt:
+        assert self.slots.locked(), "send runs inside the slot the runtime took for it"
+        return await super().send(delivery)
+
+
+async def test_the_provider_timeout_does_not_count_the_wait_for_a_slot(harness: Harness) -> None:
+    """Five deliveries behind one connection, 0.4 s each, a 1 s provider timeout: all five take
+    2 s in all, yet none times out, because only the call itself is timed."""
+    harness.provider = PooledProvider(delay=0.4)
+    settings = WorkerSettings(namespace=harness.namespace, prefetch=16, provider_timeout=1)
+    harness.worker = ChannelWorker(
+        channel="email",
+        settings=settings,
+        retry_policy=RetryPolicy(delays=(0.2, 0.4), max_attempts=3),
+        provider=harness.provider,
+        connection=harness.amqp,
+        pool=harness.pool,
+        registry=CollectorRegistry(),
+    )
+    await harness.worker.start()
+    deliveries = [await harness.notification() for _ in range(5)]
+    for delivery in deliveries:
+        await harness.publish(delivery.model_dump_json().encode())
+    outcomes = await harness.outcomes(5)
+    assert [o.result for o in outcomes] == ["sent"] * 5
+    assert all(harness.provider.count(d.id) == 1 for d in deliveries)
+
+
+async def test_a_retry_after_a_maybe_delivered_failure_is_marked_a_possible_duplicate(
+    harness: Harness,
+) -> None:
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    delivery = await harness.notification()
+    harness.provider.script[str(delivery.id)] = ["handed over, then timed out"]
+    await harness.publish(delivery.model_dump_json().encode())
+    first, second = await harness.outcomes(2)
+    assert (first.disposition, first.possible_duplicate) == ("retry", False)
+    assert (second.result, second.possible_duplicate) == ("sent", True)
+    rows = await harness.attempts(delivery.id)
+    assert [r["possible_duplicate"] for r in rows] == [False, True]
+
+
+@dataclass
+class BrokenSlotProvider(ScriptedProvider):
+    """Its slot fails once with an error the runtime does not know: a bug, not an outage."""
+
+    broken: int = 1
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        if self.broken:
+            self.broken -= 1
+            raise RuntimeError("bug in the provider's pool")
+        return contextlib.AsyncExitStack()
+
+
+async def test_an_unexpected_error_dead_letters_the_delivery_instead_of_requeueing_it(
+    harness: Harness,
+) -> None:
+    harness.provider = BrokenSlotProvider()
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    broken, fine = await harness.notification(), await harness.notification()
+    await harness.publish(broken.model_dump_json().encode())
+    [dead] = await harness.drain(harness.topology.dead_letter_queue("email"), expect=1)
+    assert dead.headers[Headers.DEAD_LETTER_REASON] == "handler_error"
+    assert "bug in the provider's pool" in dead.headers[Headers.LAST_ERROR]
+    await harness.publish(fine.model_dump_json().encode())
+    [outcome] = await harness.outcomes(1)
+    assert (outcome.notification_id, outcome.result) == (fine.id, "sent")
+    await harness.drain(harness.topology.work_queue("email"), expect=0)
