@@ -297,3 +297,20 @@ async def test_a_stopped_dispatcher_catches_up_when_it_returns(system: HeraldSys
     final = await system.wait_for(ids, timeout=60)
     assert {b["status"] for b in final.values()} == {"sent"}
     assert {system.smtp.counts()[i] for i in ids} == {1}
+
+
+async def test_a_refusal_in_latin_1_fails_its_notification_promptly_and_the_rest_go_on(
+    system: HeraldSystem,
+) -> None:
+    """A server answering ``550 Empfänger unbekannt`` in ISO-8859-1: aiosmtplib hands Herald a
+    string PostgreSQL cannot store. It is made readable and stored; nothing retries forever."""
+    system.smtp.fail("unbekannt@example.com", "550 5.1.1 Empfänger unbekannt", encoding="latin-1")
+    refused = await system.post(email("unbekannt@example.com"))
+    ids = await system.post_batch([email(f"after{i}@example.com", f"A{i}") for i in range(20)])
+    final = await system.wait_for([refused["id"], *ids], timeout=30)
+    body = final.pop(refused["id"])
+    assert (body["status"], body["failure_reason"]) == ("failed", "permanent_failure")
+    assert "Empfänger unbekannt" in body["attempts"][0]["error"]
+    assert "Empfänger unbekannt" in body["last_error"]
+    assert {b["status"] for b in final.values()} == {"sent"}
+    _assert_each_exactly_once(system, final)
