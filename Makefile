@@ -11,7 +11,7 @@ MAKEFLAGS += --no-print-directory
 PY_SCRIPT_DIRS := $(shell python3 -c 'import os, sysconfig as s; print(s.get_path("scripts") + ":" + s.get_path("scripts", os.name + "_user"))' 2>/dev/null)
 export PATH := $(PATH):$(PY_SCRIPT_DIRS)
 
-MYPY_TARGETS := libs/common/src $(wildcard services/*/src) $(wildcard libs/*/tests/*.py services/*/tests/*.py) tests conftest.py scripts $(wildcard bench)
+MYPY_TARGETS := libs/common/src $(wildcard services/*/src) $(wildcard tools/*/src) $(wildcard libs/*/tests/*.py services/*/tests/*.py) tests conftest.py scripts $(wildcard bench)
 PYTEST_ARGS ?=
 
 .PHONY: help install lint format test run infra bench up down docs

@@ -9,6 +9,7 @@ runtime, outcome events, dispatcher) and not a mail server. It reads the email s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from herald_channel_email.settings import EmailSettings
 from herald_common.logging import configure_logging
@@ -21,6 +22,10 @@ RECEIPT = Receipt(provider="instant")
 
 class InstantProvider:
     name = "instant"
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        # No capacity to wait for: an empty exit stack is an async context manager doing nothing.
+        return contextlib.AsyncExitStack()
 
     async def send(self, delivery: Delivery) -> Receipt:
         return RECEIPT

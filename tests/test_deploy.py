@@ -206,7 +206,12 @@ def test_services_wait_for_broker_database_and_migrations() -> None:
 
 
 def test_built_services_use_the_dockerfile_with_a_real_service() -> None:
-    available = {p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").exists()}
+    available = {  # the services, and the development tools compose runs beside them
+        p.name
+        for d in ("services", "tools")
+        for p in (ROOT / d).iterdir()
+        if (p / "pyproject.toml").exists()
+    }
     by_image: dict[str, Any] = {}
     for service, definition in services().items():
         if "build" not in definition:
@@ -215,7 +220,7 @@ def test_built_services_use_the_dockerfile_with_a_real_service() -> None:
         assert build["context"] == "."
         assert build["dockerfile"] == DOCKERFILE
         target = build["args"]["SERVICE"]
-        assert target in available, f"{service}: no services/{target}"
+        assert target in available, f"{service}: no services/{target} or tools/{target}"
         scripts = console_scripts(f"herald-{target}")
         command = definition.get("command", [f"herald-{target}"])  # the image's CMD
         assert command[0] in scripts, f"{service}: {command[0]} is not in herald-{target}"

@@ -1,11 +1,26 @@
 from __future__ import annotations
 
+import enum
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from herald_common.settings import RetryPolicy, WorkerSettings, check_delays
+
+
+class SmtpTls(enum.StrEnum):
+    """How the connection to the SMTP relay is encrypted."""
+
+    OPPORTUNISTIC = "opportunistic"
+    """STARTTLS when the relay offers it, plain text when it does not."""
+    STARTTLS = "starttls"
+    """STARTTLS always: a relay that does not offer it is an error (nothing is sent in clear)."""
+    IMPLICIT = "implicit"
+    """TLS from the first byte (SMTPS, usually port 465)."""
+    NONE = "none"
+    """Plain text, even when the relay offers STARTTLS."""
 
 
 class EmailSettings(WorkerSettings):
@@ -22,7 +37,28 @@ class EmailSettings(WorkerSettings):
     email_smtp_port: int = Field(default=8025, ge=1, le=65535, description="SMTP relay port.")
     email_smtp_username: str | None = Field(default=None, description="SMTP user, if any.")
     email_smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
-    email_smtp_starttls: bool = Field(default=False, description="Upgrade with STARTTLS.")
+    email_smtp_tls: SmtpTls = Field(
+        default=SmtpTls.OPPORTUNISTIC,
+        description=(
+            "Encryption to the relay: `opportunistic` (STARTTLS when offered), `starttls` "
+            "(required: nothing is sent to a relay not offering it, the email is retried), "
+            "`implicit` (TLS from the first byte, port 465) or `none`."
+        ),
+    )
+    email_smtp_tls_verify: bool = Field(
+        default=True,
+        description=(
+            "Verify the relay's certificate and host name when TLS is used; nothing is sent to a "
+            "relay that fails (with `opportunistic` too). Turn off only on a trusted network."
+        ),
+    )
+    email_smtp_tls_ca_file: str | None = Field(
+        default=None,
+        description=(
+            "PEM bundle of the CAs to trust for the relay's certificate, instead of the system's "
+            "(for a private CA); unset: the system's."
+        ),
+    )
     email_smtp_timeout: float = Field(
         default=10.0, gt=0, description="Seconds an SMTP command may take; longer is transient."
     )
@@ -42,6 +78,14 @@ class EmailSettings(WorkerSettings):
         ge=1,
         description="Email's attempt budget; HERALD_RETRY_MAX_ATTEMPTS if unset.",
     )
+
+    @field_validator("email_smtp_tls_ca_file")
+    @classmethod
+    def _existing_ca_file(cls, value: str | None) -> str | None:
+        # Checked here so a wrong path stops the service at start-up, not at its first email.
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
 
     @field_validator("email_retry_delays", mode="before")
     @classmethod

@@ -1,13 +1,17 @@
 """The SMTP provider: MIME building, a small pool of reused connections, and error mapping.
 
-SMTP 4xx replies and connection failures are transient; 5xx replies are permanent. A connection
-that failed is closed and replaced, never returned to the pool.
+SMTP 4xx replies and connection failures are transient; 5xx replies are permanent. A failure
+after the message was sent (while waiting for the relay's reply to it) may have delivered it: it
+is transient with ``maybe_delivered``. A connection that failed is closed and replaced, never
+returned to the pool; one whose transaction was refused is reset (RSET) and reused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from dataclasses import dataclass
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
@@ -20,6 +24,7 @@ from herald_common.errors import PermanentError, TransientError
 from herald_common.schemas import EmailDelivery
 from herald_common.worker import Receipt
 
+from .session import SessionFailed, open_session, tls_context
 from .settings import EmailSettings
 
 NOTIFICATION_HEADER = "X-Herald-Notification-Id"
@@ -57,74 +62,98 @@ def _header(value: str) -> str:
     return value if value.isascii() else Header(value, "utf-8").encode()
 
 
+_LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def data_block(message: bytes) -> bytes:
+    """``message`` as sent after DATA (RFC 5321 4.5.2): CRLF line ends, a dot at the start of a
+    line doubled so it cannot end the message early, and the closing ``.`` line."""
+    text = _LINE_END.sub(b"\r\n", message)
+    if not text.endswith(b"\r\n"):
+        text += b"\r\n"
+    return _LEADING_DOT.sub(b"..", text) + b".\r\n"
+
+
 class SmtpProvider:
+    """Sends each email in an SMTP transaction of its own over one of a few reused connections.
+
+    ``slot()`` bounds the connections to ``email_smtp_connections``; ``send`` runs inside a slot
+    and takes an idle connection or opens one, so it never waits for the pool.
+    """
+
     name = "smtp"
 
     def __init__(self, settings: EmailSettings) -> None:
         self._settings = settings
+        self._tls = tls_context(settings)
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(settings.email_smtp_connections)
         self._envelope_sender = parseaddr(settings.email_from)[1]
 
-    async def _open(self) -> aiosmtplib.SMTP:
-        s = self._settings
-        client = aiosmtplib.SMTP(
-            hostname=s.email_smtp_host,
-            port=s.email_smtp_port,
-            timeout=s.email_smtp_timeout,
-            start_tls=s.email_smtp_starttls,
-            username=s.email_smtp_username,
-            password=s.email_smtp_password.get_secret_value() if s.email_smtp_password else None,
-        )
-        await client.connect()
-        return client
+    def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """Waits (untimed) until fewer than ``email_smtp_connections`` sends are running."""
+        return self._slots
 
     async def send(self, delivery: EmailDelivery) -> Receipt:
+        """Send one email; call it inside ``slot()``, which is what bounds the connections."""
         message = build_message(delivery, self._settings.email_from)
-        async with self._slots:
-            client = self._idle.pop() if self._idle else None
+        content = data_block(message.as_bytes())
+        client = self._idle.pop() if self._idle else None
+        if client is None or not client.is_connected:
             try:
-                if client is None or not client.is_connected:
-                    client = await self._open()
-                await client.sendmail(self._envelope_sender, [str(delivery.to)], message.as_bytes())
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                self._release(client)
-                codes = [r.code for r in exc.recipients]
-                detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
-                if all(code >= 500 for code in codes):
-                    raise PermanentError(
-                        f"recipient refused: {detail}", provider=self.name
-                    ) from None
-                raise TransientError(f"recipient deferred: {detail}", provider=self.name) from None
-            except aiosmtplib.SMTPResponseException as exc:
-                # The transaction failed but the connection may be fine; reset before reuse.
+                client = await open_session(self._settings, self._tls)
+            except SessionFailed as exc:
+                raise TransientError(str(exc), provider=self.name) from None
+        transaction = _Transaction(client)
+        try:
+            await transaction.run(self._envelope_sender, str(delivery.to), content)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            await self._reset_or_close(client)
+            detail = f"{exc.code} {exc.message}"
+            if exc.code >= 500:
+                raise PermanentError(f"recipient refused: {detail}", provider=self.name) from None
+            raise TransientError(f"recipient deferred: {detail}", provider=self.name) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            text = f"SMTP {exc.code} {exc.message}"
+            if exc.code >= 500:
                 await self._reset_or_close(client)
-                text = f"SMTP {exc.code} {exc.message}"
-                if exc.code >= 500:
-                    raise PermanentError(text, provider=self.name) from None
+                raise PermanentError(text, provider=self.name) from None
+            if exc.code >= 400:
+                await self._reset_or_close(client)
                 raise TransientError(text, provider=self.name) from None
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                await _close(client)
-                raise TransientError(
-                    f"SMTP connection failed: {exc!r}", provider=self.name
-                ) from None
-            except BaseException:
-                await _close(client)
-                raise
-            self._release(client)
+            # Not an SMTP error reply (a malformed or unexpected one): the dialogue is lost.
+            _close(client)
+            raise self._lost(text, transaction.handed_over) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            _close(client)
+            raise self._lost(repr(exc), transaction.handed_over) from None
+        except BaseException:
+            _close(client)
+            raise
+        self._idle.append(client)
         return Receipt(provider=self.name, provider_message_id=str(message["Message-ID"]))
 
-    def _release(self, client: aiosmtplib.SMTP | None) -> None:
-        if client is not None and client.is_connected:
-            self._idle.append(client)
+    def _lost(self, detail: str, handed_over: bool) -> TransientError:
+        if handed_over:
+            return TransientError(
+                f"SMTP relay did not confirm the message after receiving it ({detail}); it may"
+                " have been delivered",
+                provider=self.name,
+                maybe_delivered=True,
+            )
+        return TransientError(
+            f"SMTP connection failed before the message was sent: {detail}", provider=self.name
+        )
 
-    async def _reset_or_close(self, client: aiosmtplib.SMTP | None) -> None:
-        if client is None or not client.is_connected:
+    async def _reset_or_close(self, client: aiosmtplib.SMTP) -> None:
+        """Return a connection whose transaction the relay refused to the pool, reset."""
+        if not client.is_connected:
             return
         try:
             await client.rset()
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            await _close(client)
+            _close(client)
         else:
             self._idle.append(client)
 
@@ -135,7 +164,37 @@ class SmtpProvider:
                 await client.quit()
 
 
-async def _close(client: aiosmtplib.SMTP | None) -> None:
-    if client is not None:
-        with contextlib.suppress(Exception):
-            client.close()
+@dataclass
+class _Transaction:
+    """One email over one connection: MAIL, RCPT, DATA, then the message.
+
+    aiosmtplib's ``sendmail`` and ``data`` hide how far they got; this records it, because a
+    failure before the message was sent left nothing at the relay and one after may not have.
+    """
+
+    client: aiosmtplib.SMTP
+    handed_over: bool = False
+    """The message (after DATA's 354) was written: the relay may have accepted it."""
+
+    async def run(self, sender: str, recipient: str, content: bytes) -> None:
+        client = self.client
+        await client.mail(sender)
+        await client.rcpt(recipient)
+        start = await client.execute_command(b"DATA")
+        if start.code != aiosmtplib.SMTPStatus.start_input:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("connection lost after DATA")
+        protocol.write(content)
+        self.handed_over = True
+        # Awaited right after the write, as aiosmtplib's own data() does: the protocol ignores a
+        # reply that arrives while none is awaited, and nothing can arrive before this await.
+        reply = await protocol.read_response(timeout=client.timeout)
+        if not 200 <= reply.code < 300:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+
+
+def _close(client: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
