@@ -16,8 +16,12 @@ THEIRS = uuid.UUID("00000000-0000-4000-8000-0000000000bb")
 SENT = StoredResult("sent", None, "smtp", "m-1", NOW - timedelta(seconds=3), NOW, False)
 
 
-def claim(*, redelivered: bool, token: uuid.UUID = MINE, attempt: int = 1) -> Claim:
-    return Claim(ID, attempt, redelivered, "smtp", token=token, lease_seconds=25)
+def claim(
+    *, redelivered: bool, token: uuid.UUID = MINE, attempt: int = 1, first_attempt: int = 1
+) -> Claim:
+    return Claim(
+        ID, attempt, redelivered, "smtp", token=token, lease_seconds=25, first_attempt=first_attempt
+    )
 
 
 def leased(
@@ -108,7 +112,7 @@ QUEUED = AttemptState(status="queued")
         ),
         # The generation's own first attempt goes ahead.
         (
-            claim(redelivered=False, attempt=4),
+            claim(redelivered=False, attempt=4, first_attempt=4),
             AttemptState(status="queued", first_attempt=4),
             "send",
             "insert",
@@ -175,3 +179,12 @@ def test_a_resubmitted_batch_finds_its_own_claims() -> None:
     stored = {(ID, 1): leased(items[0].token, expires_in=25)}
     again = decide(items, stored, NOW + timedelta(seconds=1))
     assert [d.action for d in again] == ["send"]
+
+
+def test_a_retry_of_an_older_generation_numbered_like_the_redrive_is_fenced_off() -> None:
+    """Attempt 3 was in flight when the redrive set first_attempt to 4; its retry is numbered 4
+    too, but carries its own generation (first attempt 1): only the redrive's message claims."""
+    state = {(ID, 4): AttemptState(status="queued", first_attempt=4)}
+    old = Claim(ID, 4, False, "smtp", token=uuid.uuid4(), lease_seconds=25, first_attempt=1)
+    new = Claim(ID, 4, False, "smtp", token=uuid.uuid4(), lease_seconds=25, first_attempt=4)
+    assert [d.action for d in decide([old, new], state, NOW)] == ["skip", "send"]

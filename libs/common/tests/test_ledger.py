@@ -3,6 +3,7 @@ several copies of one attempt, leases, the redrive fence, and results that never
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -25,8 +26,18 @@ async def _notification(pool: asyncpg.Pool[Any], **columns: Any) -> uuid.UUID:
     return id
 
 
-def _claim(id: uuid.UUID, *, redelivered: bool, attempt: int = 1, lease: float = 30) -> Claim:
-    return Claim(id, attempt, redelivered, "smtp", token=uuid.uuid4(), lease_seconds=lease)
+def _claim(
+    id: uuid.UUID, *, redelivered: bool, attempt: int = 1, lease: float = 30, first: int = 1
+) -> Claim:
+    return Claim(
+        id,
+        attempt,
+        redelivered,
+        "smtp",
+        token=uuid.uuid4(),
+        lease_seconds=lease,
+        first_attempt=first,
+    )
 
 
 async def test_a_resubmitted_claim_whose_reply_was_lost_goes_ahead(
@@ -82,7 +93,11 @@ async def test_a_redelivered_copy_waits_while_the_lease_is_live(pool: asyncpg.Po
 async def test_an_older_generation_is_fenced_off(pool: asyncpg.Pool[Any]) -> None:
     id = await _notification(pool, first_attempt=4)
     stale, current = await ledger.claim(
-        pool, [_claim(id, redelivered=True, attempt=3), _claim(id, redelivered=False, attempt=4)]
+        pool,
+        [
+            _claim(id, redelivered=True, attempt=3),
+            _claim(id, redelivered=False, attempt=4, first=4),
+        ],
     )
     assert (stale.action, current.action) == ("skip", "send")
     assert "redrive" in stale.why
@@ -115,3 +130,45 @@ async def test_provider_text_postgres_cannot_store_is_made_safe(pool: asyncpg.Po
     )
     stored = await pool.fetchval("SELECT error FROM attempts WHERE notification_id = $1", id)
     assert stored == "550 Empfänger unbekannt\ufffd"
+
+
+async def test_a_claim_that_waited_for_the_lock_sees_the_claim_it_waited_for(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """Two replicas claim copies of one attempt at once: the second waits for the first's lock,
+    and must then see its attempt row (a fresh read after the lock), not send or fail."""
+    id = await _notification(pool)
+    holder = await pool.acquire()
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("SELECT 1 FROM notifications WHERE id = $1 FOR UPDATE", id)
+        waiting = asyncio.ensure_future(ledger.claim(pool, [_claim(id, redelivered=True)]))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await holder.execute(
+            """INSERT INTO attempts (notification_id, attempt, started_at, claim_token,
+                                     lease_expires_at)
+               VALUES ($1, 1, now(), $2, now() + interval '30 seconds')""",
+            id,
+            uuid.uuid4(),
+        )
+        await transaction.commit()
+    finally:
+        await pool.release(holder)
+    [decision] = await waiting
+    assert decision.action == "wait"
+
+
+async def test_a_waiting_copy_sees_the_lease_settle(pool: asyncpg.Pool[Any]) -> None:
+    id = await _notification(pool)
+    await ledger.claim(pool, [_claim(id, redelivered=False, lease=30)])
+    assert not await ledger.lease_settled(pool, id, 1)
+    await ledger.record(
+        pool, [RecordedResult(id, 1, "sent", None, "smtp", None, datetime.now(UTC))]
+    )
+    assert await ledger.lease_settled(pool, id, 1)
+    other = await _notification(pool)
+    await ledger.claim(pool, [_claim(other, redelivered=False, lease=0.2)])
+    await asyncio.sleep(0.3)
+    assert await ledger.lease_settled(pool, other, 1)

@@ -29,8 +29,8 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
     return pool
 
 
-_RETRYABLE_SQLSTATE_PREFIXES = ("08", "53", "55", "57P")
-_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+_RETRYABLE_SQLSTATE_PREFIXES = ("08", "53", "55", "57", "58", "XX")
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "25006"})
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -39,12 +39,15 @@ def is_outage(exc: BaseException) -> bool:
     Outages are retried in place; anything else (a value PostgreSQL cannot store, a constraint,
     a bug) would fail the same way every time, so it must be isolated and handled instead of
     retried: connection exceptions (SQLSTATE class 08), insufficient resources (53), operator
-    intervention such as a shutdown (57P), an object not in the state needed (55: a database
-    not accepting connections, a lock not available), serialization failures and deadlocks
-    (40001, 40P01),
+    intervention such as a shutdown or a statement timeout (57), an object not in the state
+    needed (55: a database not accepting connections, a lock not available), system and internal
+    errors (58, XX), a read-only transaction (25006: a connection still on a demoted primary
+    after a failover), serialization failures and deadlocks (40001, 40P01),
     socket errors, timeouts, and a connection the driver lost.
     """
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+    if isinstance(
+        exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError
+    ):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = str(getattr(exc, "sqlstate", "") or "")

@@ -61,6 +61,8 @@ class Claim:
     lease_seconds: float
     possible_duplicate: bool = False
     """An earlier attempt may have been delivered (a timeout after hand-over): mark this one."""
+    first_attempt: int = 1
+    """The generation the message belongs to (its ``herald-first-attempt`` header)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class StoredResult:
     started_at: datetime
     finished_at: datetime
     possible_duplicate: bool
+    maybe_delivered: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,9 @@ def decide(
 def _decide_one(item: Claim, s: AttemptState, now: datetime) -> ClaimDecision:
     if s.status is None:
         return ClaimDecision("unknown", why="no such notification")
-    if item.attempt < s.first_attempt:
+    if item.attempt < s.first_attempt or item.first_attempt < s.first_attempt:
+        # A message of an older generation (a retry of an attempt still in flight at the redrive
+        # can carry the same number as the redrive's first attempt: its header tells it apart).
         return ClaimDecision("skip", why="superseded by a redrive (older attempt generation)")
     if s.token is not None and s.token == item.token:
         if s.stored is not None:
@@ -165,15 +170,20 @@ def _decide_one(item: Claim, s: AttemptState, now: datetime) -> ClaimDecision:
     )
 
 
-_READ_STATE = """
-    SELECT c.id, c.attempt, n.status, n.first_attempt, a.claim_token, a.started_at,
-           a.lease_expires_at, a.finished_at, a.result, a.error, a.provider,
-           a.provider_message_id, a.possible_duplicate
-    FROM (SELECT DISTINCT id, attempt FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)) c
-    JOIN notifications n ON n.id = c.id
-    LEFT JOIN attempts a ON a.notification_id = c.id AND a.attempt = c.attempt
-    ORDER BY n.id
-    FOR UPDATE OF n"""
+_LOCK_NOTIFICATIONS = """
+    SELECT id, status, first_attempt FROM notifications
+    WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"""
+
+# A statement of its own, after the locks: under READ COMMITTED a statement that waited for a row
+# lock re-reads only the locked rows, so attempts joined in the locking statement could be stale
+# (missing a claim committed while it waited).
+_READ_ATTEMPTS = """
+    SELECT a.notification_id, a.attempt, a.claim_token, a.started_at, a.lease_expires_at,
+           a.finished_at, a.result, a.error, a.provider, a.provider_message_id,
+           a.possible_duplicate, a.maybe_delivered
+    FROM attempts a
+    JOIN (SELECT DISTINCT id, attempt FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)) c
+      ON a.notification_id = c.id AND a.attempt = c.attempt"""
 
 
 def _stored(row: asyncpg.Record) -> StoredResult | None:
@@ -181,42 +191,60 @@ def _stored(row: asyncpg.Record) -> StoredResult | None:
         return None
     return StoredResult(
         row["result"], row["error"], row["provider"], row["provider_message_id"],
-        row["started_at"], row["finished_at"], row["possible_duplicate"],
+        row["started_at"], row["finished_at"], row["possible_duplicate"], row["maybe_delivered"],
     )  # fmt: skip
 
 
 async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecision]:
     async with pool.acquire() as connection, connection.transaction():
-        now: datetime = await connection.fetchval("SELECT clock_timestamp()")
-        rows = await connection.fetch(
-            _READ_STATE,
-            [c.notification_id for c in claims],
-            [c.attempt for c in claims],
-        )
-        states = {
-            (r["id"], r["attempt"]): AttemptState(
-                status=r["status"],
-                first_attempt=r["first_attempt"],
-                token=r["claim_token"],
-                started_at=r["started_at"],
-                lease_expires_at=r["lease_expires_at"],
-                possible_duplicate=bool(r["possible_duplicate"]),
-                stored=_stored(r),
+        # Lock the notifications in id order (claims of every replica, the dispatcher and the
+        # redrive take them in the same order): copies of one message claimed at once by two
+        # replicas are decided one after the other, each seeing what the other wrote.
+        notifications = {
+            r["id"]: r
+            for r in await connection.fetch(
+                _LOCK_NOTIFICATIONS, list({c.notification_id for c in claims})
             )
-            for r in rows
         }
+        attempts = {
+            (r["notification_id"], r["attempt"]): r
+            for r in await connection.fetch(
+                _READ_ATTEMPTS,
+                [c.notification_id for c in claims],
+                [c.attempt for c in claims],
+            )
+        }
+        # The lease starts after the lock wait, so waiting for the lock never shortens it.
+        now: datetime = await connection.fetchval("SELECT clock_timestamp()")
+        states: dict[tuple[UUID, int], AttemptState] = {}
+        for item in claims:
+            n = notifications.get(item.notification_id)
+            if n is None:
+                continue
+            a = attempts.get((item.notification_id, item.attempt))
+            states[(item.notification_id, item.attempt)] = AttemptState(
+                status=n["status"],
+                first_attempt=n["first_attempt"],
+                token=None if a is None else a["claim_token"],
+                started_at=None if a is None else a["started_at"],
+                lease_expires_at=None if a is None else a["lease_expires_at"],
+                possible_duplicate=False if a is None else bool(a["possible_duplicate"]),
+                stored=None if a is None else _stored(a),
+            )
         decisions = decide(claims, states, now)
         inserts = [c for c, d in zip(claims, decisions, strict=True) if d.write == "insert"]
         take_overs = [c for c, d in zip(claims, decisions, strict=True) if d.write == "take_over"]
+        written: set[tuple[UUID, int, UUID]] = set()
         if inserts:
-            await connection.execute(
+            rows = await connection.fetch(
                 """INSERT INTO attempts (notification_id, attempt, provider, started_at,
                                          claim_token, lease_expires_at, possible_duplicate)
                    SELECT id, attempt, provider, $5::timestamptz, token,
-                          $5::timestamptz + make_interval(secs => lease),
-                          dup
+                          $5::timestamptz + make_interval(secs => lease), dup
                    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::uuid[], $6::float8[],
-                               $7::bool[]) AS c(id, attempt, provider, token, lease, dup)""",
+                               $7::bool[]) AS c(id, attempt, provider, token, lease, dup)
+                   ON CONFLICT (notification_id, attempt) DO NOTHING
+                   RETURNING notification_id, attempt, claim_token""",
                 [c.notification_id for c in inserts],
                 [c.attempt for c in inserts],
                 [c.provider for c in inserts],
@@ -225,8 +253,11 @@ async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecis
                 [c.lease_seconds for c in inserts],
                 [c.possible_duplicate for c in inserts],
             )
+            written.update((r["notification_id"], r["attempt"], r["claim_token"]) for r in rows)
         if take_overs:
-            await connection.execute(
+            # ``record`` does not lock the notification: a holder's result may have landed since
+            # the attempts were read, and then the take-over must not happen.
+            rows = await connection.fetch(
                 """UPDATE attempts a
                    SET claim_token = c.token, started_at = $3::timestamptz,
                        possible_duplicate = true,
@@ -234,14 +265,31 @@ async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecis
                    FROM unnest($1::uuid[], $2::int[], $4::uuid[], $5::float8[])
                         AS c(id, attempt, token, lease)
                    WHERE a.notification_id = c.id AND a.attempt = c.attempt
-                     AND a.finished_at IS NULL""",
+                     AND a.finished_at IS NULL
+                   RETURNING a.notification_id, a.attempt, a.claim_token""",
                 [c.notification_id for c in take_overs],
                 [c.attempt for c in take_overs],
                 now,
                 [c.token for c in take_overs],
                 [c.lease_seconds for c in take_overs],
             )
-        sending = inserts + take_overs
+            written.update((r["notification_id"], r["attempt"], r["claim_token"]) for r in rows)
+        for index, (item, decision) in enumerate(zip(claims, decisions, strict=True)):
+            if decision.write != "none" and (
+                (item.notification_id, item.attempt, item.token) not in written
+            ):
+                # Lost to a concurrent write: look again shortly (a redelivered copy) or leave
+                # it to the writer (a fresh copy).
+                decisions[index] = (
+                    ClaimDecision("wait", wait_until=now, why="claimed concurrently")
+                    if item.redelivered
+                    else ClaimDecision("skip", why="claimed concurrently")
+                )
+        sending = [
+            c
+            for c, d in zip(claims, decisions, strict=True)
+            if d.write != "none" and d.action == "send"
+        ]
         if sending:
             await connection.execute(
                 """UPDATE notifications n
@@ -264,6 +312,7 @@ class RecordedResult:
     provider: str | None
     provider_message_id: str | None
     finished_at: datetime
+    maybe_delivered: bool = False
 
 
 async def record(
@@ -276,10 +325,12 @@ async def record(
             """UPDATE attempts a
                SET finished_at = r.finished_at, result = r.result, error = r.error,
                    provider = COALESCE(r.provider, a.provider),
-                   provider_message_id = r.provider_message_id
+                   provider_message_id = r.provider_message_id,
+                   maybe_delivered = r.maybe_delivered
                FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
-                           $6::text[], $7::timestamptz[])
-                    AS r(id, attempt, result, error, provider, provider_message_id, finished_at)
+                           $6::text[], $7::timestamptz[], $8::bool[])
+                    AS r(id, attempt, result, error, provider, provider_message_id, finished_at,
+                         maybe_delivered)
                WHERE a.notification_id = r.id AND a.attempt = r.attempt
                  AND a.finished_at IS NULL
                RETURNING a.notification_id, a.attempt""",
@@ -290,6 +341,7 @@ async def record(
             [_clean(r.provider) for r in results],
             [_clean(r.provider_message_id) for r in results],
             [r.finished_at for r in results],
+            [r.maybe_delivered for r in results],
         )
         won = {(u["notification_id"], u["attempt"]) for u in updated}
         lost = [r for r in results if (r.notification_id, r.attempt) not in won]
@@ -297,7 +349,8 @@ async def record(
         if lost:
             rows = await connection.fetch(
                 """SELECT a.notification_id, a.attempt, a.started_at, a.finished_at, a.result,
-                          a.error, a.provider, a.provider_message_id, a.possible_duplicate
+                          a.error, a.provider, a.provider_message_id, a.possible_duplicate,
+                          a.maybe_delivered
                    FROM attempts a
                    JOIN unnest($1::uuid[], $2::int[]) AS r(id, attempt)
                      ON a.notification_id = r.id AND a.attempt = r.attempt""",
@@ -310,3 +363,15 @@ async def record(
 
 def _clean(text: str | None) -> str | None:
     return None if text is None else safe_text(text)
+
+
+async def lease_settled(pool: asyncpg.Pool[Any], notification_id: UUID, attempt: int) -> bool:
+    """True once the attempt has a result, its lease ran out, or it is gone: time to claim
+    again. A plain read, taking no lock, for copies waiting on another delivery's lease."""
+    settled: bool | None = await pool.fetchval(
+        """SELECT finished_at IS NOT NULL OR lease_expires_at <= clock_timestamp()
+           FROM attempts WHERE notification_id = $1 AND attempt = $2""",
+        notification_id,
+        attempt,
+    )
+    return settled is None or settled

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -34,6 +35,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import ChannelInvalidStateError
 from prometheus_client import CollectorRegistry
 
 from . import ledger
@@ -108,7 +110,7 @@ class _Result:
     @classmethod
     def stored(cls, stored: ledger.StoredResult) -> _Result:
         return cls(stored.result, stored.error, stored.provider, stored.provider_message_id,
-                   stored.finished_at)  # fmt: skip
+                   stored.finished_at, maybe_delivered=stored.maybe_delivered)  # fmt: skip
 
 
 class _InfrastructureError(Exception):
@@ -129,8 +131,8 @@ def _truncate(text: str) -> str:
     return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
 
 
-CLAIM_RECHECK_SECONDS = 0.5
-"""How often a copy waiting on another delivery's lease claims again."""
+LEASE_RECHECK_SECONDS = 1.0
+"""How often (with jitter) a copy waiting on another delivery's lease looks at the attempt."""
 
 
 class ChannelWorker:
@@ -340,11 +342,21 @@ class ChannelWorker:
             token=uuid.uuid4(),
             lease_seconds=self._settings.lease_seconds,
             possible_duplicate=_header_flag(headers, Headers.MAYBE_DELIVERED),
+            first_attempt=first_number,
         )
         while True:
             # The provider's slot is taken before the claim, so the lease (claim + provider call
             # + record) never runs while the delivery queues for a connection.
             async with self._provider.slot():
+                if self._stopping.is_set():
+                    # Draining: what has not been claimed yet is left to the redelivery.
+                    raise _InfrastructureError("stopping before the claim")
+                if _channel_lost(message):
+                    # Its channel closed while it queued for the slot: the broker has already
+                    # redelivered this message, and that copy does the work. Claiming here
+                    # would only race it.
+                    log.debug("channel lost before the claim; leaving it to the redelivery")
+                    return
                 decision = await self._infra(lambda: self._claims_batcher.submit(claim))
                 if decision.action == "send":
                     outcome = await self._deliver(delivery)
@@ -353,8 +365,7 @@ class ChannelWorker:
             # Another delivery holds a live lease on this attempt (the original, on a replica
             # whose channel dropped): wait for its result without nacking, then replay it.
             log.debug("attempt leased elsewhere; waiting", until=str(decision.wait_until))
-            if await self._stopped_within(CLAIM_RECHECK_SECONDS):
-                raise _InfrastructureError("stopping while waiting for a leased attempt")
+            await self._await_lease(delivery.id, number)
 
         if decision.action == "skip":
             log.info("skipping delivery", why=decision.why)
@@ -380,30 +391,48 @@ class ChannelWorker:
         attempt = _Attempt(delivery, number, first_number, decision.started_at,
                            decision.possible_duplicate)  # fmt: skip
         finished_at = self._clock()
+        # From here on the provider has answered and its answer is only in memory: whatever
+        # fails is retried in place until it is recorded (see ``_infra``), never dead-lettered.
         earlier = await self._infra(
             lambda: self._results_batcher.submit(
                 ledger.RecordedResult(
                     delivery.id, number, outcome.result, outcome.error, outcome.provider,
-                    outcome.provider_message_id, finished_at,
+                    outcome.provider_message_id, finished_at, outcome.maybe_delivered,
                 )
-            )
+            ),
+            after_send=True,
         )  # fmt: skip
         if earlier is not None:
             # Our lease ran out and another delivery took the attempt over and finished it
-            # first: its result is the one on record, so conclude with that one.
+            # first: its result is the one on record, so conclude with that one. If ours was
+            # sent, the recipient has it: a retry of the recorded failure is a possible duplicate.
             log.warning("attempt was finished by another delivery; replaying its result",
                         ours=outcome.result, recorded=earlier.result)  # fmt: skip
-            await self._conclude(message, attempt, _Result.stored(earlier))
+            recorded = _Result.stored(earlier)
+            if outcome.result == "sent":
+                recorded = replace(recorded, maybe_delivered=True)
+            await self._conclude(message, attempt, recorded, after_send=True)
             return
         await self._conclude(message, attempt, _Result(
             outcome.result, outcome.error, outcome.provider, outcome.provider_message_id,
             finished_at, outcome.retry_after, outcome.maybe_delivered,
-        ))  # fmt: skip
+        ), after_send=True)  # fmt: skip
 
     async def _stopped_within(self, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
         return self._stopping.is_set()
+
+    async def _await_lease(self, notification_id: uuid.UUID, attempt: int) -> None:
+        """Wait until the attempt has a result or its lease ran out (cheap reads, no lock and no
+        provider slot held meanwhile); the caller then claims again."""
+        while True:
+            if await self._stopped_within(LEASE_RECHECK_SECONDS * random.uniform(0.75, 1.25)):
+                raise _InfrastructureError("stopping while waiting for a leased attempt")
+            if await self._infra(
+                lambda: ledger.lease_settled(self._pool, notification_id, attempt)
+            ):
+                return
 
     async def _deliver(self, delivery: Delivery) -> _Result:
         """Call the provider (inside its slot), bounded by the provider timeout."""
@@ -436,7 +465,12 @@ class ChannelWorker:
         return outcome
 
     async def _conclude(
-        self, message: AbstractIncomingMessage, attempt: _Attempt, outcome: _Result
+        self,
+        message: AbstractIncomingMessage,
+        attempt: _Attempt,
+        outcome: _Result,
+        *,
+        after_send: bool = False,
     ) -> None:
         result, error, provider = outcome.result, outcome.error, outcome.provider
         finished_at = outcome.finished_at or self._clock()
@@ -470,14 +504,15 @@ class ChannelWorker:
                     headers=headers,
                     message_id=message.message_id,
                     correlation_id=message.correlation_id,
-                )
+                ),
+                after_send=after_send,
             )
             log.info("retry scheduled", delay=delay, error=error)
         else:
             disposition = "dead_letter"
             reason = "permanent_failure" if result == "permanent_failure" else "retries_exhausted"
             await self._dead_letter(message.body, message.headers or {}, reason, error, message,
-                                    attempt=attempt.number)  # fmt: skip
+                                    attempt=attempt.number, after_send=after_send)  # fmt: skip
         await self._infra(
             lambda: self._outcomes_batcher.submit(
                 AttemptOutcome(
@@ -494,7 +529,8 @@ class ChannelWorker:
                     next_attempt_at=next_attempt_at,
                     possible_duplicate=attempt.possible_duplicate,
                 )
-            )
+            ),
+            after_send=after_send,
         )
         await _ack(message)
 
@@ -507,6 +543,7 @@ class ChannelWorker:
         message: AbstractIncomingMessage,
         *,
         attempt: int | None = None,
+        after_send: bool = False,
     ) -> None:
         own = _own_headers(headers)
         own.update(
@@ -528,7 +565,8 @@ class ChannelWorker:
                 message_id=message.message_id,
                 correlation_id=message.correlation_id,
                 content_type=message.content_type or "application/octet-stream",
-            )
+            ),
+            after_send=after_send,
         )
         self._metrics.dead_letters.labels(self.channel, reason).inc()
         log.warning("dead-lettered", reason=reason, error=error)
@@ -540,12 +578,15 @@ class ChannelWorker:
         )
         return [None] * len(outcomes)
 
-    async def _infra(self, step: Callable[[], Awaitable[T]]) -> T:
+    async def _infra(self, step: Callable[[], Awaitable[T]], *, after_send: bool = False) -> T:
         """Run a step that needs PostgreSQL or the broker, retrying it in place while they fail.
 
         Holding the delivery instead of nacking it keeps an outage from counting towards the
         queue's delivery limit (which would dead-letter notifications that were merely late).
-        Only a stop gives up: the delivery stays unacked and is redelivered.
+        Only a stop gives up: the delivery stays unacked and is redelivered. Before the send,
+        an error that is not an outage goes up (the delivery is dead-lettered with it); after the
+        send (``after_send``) every error is retried, since the provider's answer must be
+        recorded and acted on, not turned into a failure of a notification that may be sent.
         """
         delay = 0.5
         while True:
@@ -561,8 +602,10 @@ class ChannelWorker:
             except Exception as exc:
                 # Only an outage is retried in place; bad data or a bug is not going to change
                 # by waiting, and goes up to be dead-lettered with its reason.
-                if not is_outage(exc):
+                if not (after_send or is_outage(exc)):
                     raise
+                if not is_outage(exc):
+                    log.error("recording a provider's answer failed; retrying", exc_info=True)
                 failure = exc
             if self._stopping.is_set():
                 raise _InfrastructureError(str(failure)) from failure
@@ -616,3 +659,10 @@ async def _ack(message: AbstractIncomingMessage) -> None:
         await message.ack()
     except Exception as exc:
         log.info("ack failed; the message will be redelivered and replayed", error=repr(exc))
+
+
+def _channel_lost(message: AbstractIncomingMessage) -> bool:
+    try:
+        return bool(message.channel.is_closed)
+    except ChannelInvalidStateError:
+        return True

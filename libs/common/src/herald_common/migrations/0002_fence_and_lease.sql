@@ -11,6 +11,9 @@ ALTER TABLE attempts ADD COLUMN claim_token uuid;
 ALTER TABLE attempts ADD COLUMN lease_expires_at timestamptz;
 UPDATE attempts SET lease_expires_at = started_at WHERE lease_expires_at IS NULL;
 ALTER TABLE attempts ALTER COLUMN lease_expires_at SET NOT NULL;
+-- The provider may have taken the message although the attempt failed (a timeout after the
+-- hand-over): the next attempt is then marked possible_duplicate, even when it is replayed.
+ALTER TABLE attempts ADD COLUMN maybe_delivered boolean NOT NULL DEFAULT false;
 
 -- Outcome messages that could not be read, drained from <ns>.outcomes.dead by the dispatcher.
 CREATE TABLE dead_outcomes (
