@@ -110,3 +110,111 @@ async def test_retry_tier_returns_messages_to_the_work_queue_every_time(
         headers = {**_own_headers(message.headers), "herald-attempt": round_number + 1}
     await publisher.close()
     await channel.close()
+
+
+def test_every_queue_has_a_delivery_limit_and_all_but_parked_dead_letter_safely() -> None:
+    topology = Topology("ns")
+    queues = topology.queues({"email": RetryPolicy(delays=(1, 5), max_attempts=3, jitter=0.5)})
+    assert set(queues) >= {
+        "ns.parked", "ns.outcomes", "ns.outcomes.dead", "ns.email", "ns.email.dead",
+        "ns.email.retry.1s", "ns.email.retry.5s",
+    }  # fmt: skip
+    for name, arguments in queues.items():
+        assert arguments["x-queue-type"] == "quorum", name
+        assert isinstance(arguments["x-delivery-limit"], int), name
+        assert arguments["x-delivery-limit"] >= 1, name
+        if name == topology.parked_queue:
+            # Terminal: dead-lettering out of it could only lead back to where it came from.
+            assert "x-dead-letter-exchange" not in arguments
+            continue
+        assert arguments["x-dead-letter-strategy"] == "at-least-once", name
+        assert arguments["x-overflow"] == "reject-publish", name  # at-least-once requires it
+        assert "x-dead-letter-exchange" in arguments, name
+        assert arguments["x-dead-letter-routing-key"], name
+    # The .dead queues lead to parked (a queue outside their x-death history), not back into
+    # the dead-letter exchange: that would be a dead-letter cycle, dropped by the broker.
+    for name in (topology.dead_letter_queue("email"), topology.outcomes_dead_letter_queue):
+        assert queues[name]["x-dead-letter-exchange"] == ""
+        assert queues[name]["x-dead-letter-routing-key"] == topology.parked_queue
+
+
+async def test_the_broker_holds_every_queue_with_its_limit_and_dead_lettering(
+    amqp: AbstractRobustConnection, namespace: str, infra: Infra
+) -> None:
+    """A redeclaration missing an argument the queue has fails: so the arguments are there."""
+    topology = Topology(namespace)
+    policy = RetryPolicy(delays=(1,), max_attempts=2)
+    infra.uses_retry_policy(namespace, policy)
+    channel = await amqp.channel()
+    await topology.declare(channel)
+    await topology.declare_retry_tiers(channel, "email", policy)
+    await channel.close()
+    for name, arguments in topology.queues({"email": policy}).items():
+        for missing in ("x-delivery-limit", "x-dead-letter-exchange", "x-dead-letter-strategy"):
+            if missing not in arguments:
+                assert name == topology.parked_queue
+                assert missing != "x-delivery-limit"
+                continue
+            channel = await amqp.channel()
+            without = {k: v for k, v in arguments.items() if k != missing}
+            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
+                await channel.declare_queue(name, durable=True, arguments=without)
+        channel = await amqp.channel()
+        await channel.declare_queue(name, durable=True, arguments=arguments)
+        await channel.close()
+
+
+async def _deliver_and_drop(connection: AbstractRobustConnection, queue: str) -> bool:
+    """Take one message from ``queue`` without acking it and close the channel (a consumer that
+    crashed): the broker requeues it and counts the delivery. False when ``queue`` was empty."""
+    channel = await connection.channel()
+    try:
+        declared = await channel.get_queue(queue, ensure=False)
+        return await declared.get(no_ack=False, fail=False) is not None
+    finally:
+        await channel.close()
+
+
+async def _wait_until_moved(
+    connection: AbstractRobustConnection, source: str, target: str, infra: Infra
+) -> int:
+    """Redeliver the message on ``source`` until the broker dead-letters it into ``target``;
+    returns how many deliveries that took."""
+    deliveries = 0
+    async with asyncio.timeout(20):
+        while await queue_depth(infra.amqp_url, target) == 0:
+            if await _deliver_and_drop(connection, source):
+                deliveries += 1
+            else:
+                await asyncio.sleep(0.05)  # being dead-lettered
+    return deliveries
+
+
+@pytest.mark.parametrize("start", ["work queue", "outcomes"])
+async def test_a_message_past_the_delivery_limit_of_a_dead_queue_ends_parked(
+    amqp: AbstractRobustConnection, namespace: str, infra: Infra, start: str
+) -> None:
+    """work queue (or outcomes) -> .dead -> parked, each hop for delivery_limit: the two
+    dead-letterings go to queues outside the message's x-death history, so none is dropped."""
+    topology = Topology(namespace, delivery_limit=1)
+    channel = await amqp.channel()
+    await topology.declare(channel)
+    await channel.close()
+    publisher = await Publisher.open(amqp, 5.0)
+    if start == "work queue":
+        first, dead = topology.work_queue("email"), topology.dead_letter_queue("email")
+        await publisher.publish(
+            topology.notifications_exchange, Topology.routing_key("email"), b"poison"
+        )
+    else:
+        first, dead = topology.outcomes_queue, topology.outcomes_dead_letter_queue
+        await publisher.publish(topology.events_exchange, Topology.outcome_routing_key("email"),
+                                b"poison")  # fmt: skip
+    await publisher.close()
+    assert await _wait_until_moved(amqp, first, dead, infra) >= 1
+    assert await _wait_until_moved(amqp, dead, topology.parked_queue, infra) >= 1
+    message = await _get(amqp, topology.parked_queue)
+    assert message.body == b"poison"
+    deaths = {(d["queue"], d["reason"]) for d in message.headers["x-death"]}
+    assert deaths == {(first, "delivery_limit"), (dead, "delivery_limit")}
+    assert await queue_depth(infra.amqp_url, dead) == 0

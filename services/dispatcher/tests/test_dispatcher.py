@@ -15,7 +15,9 @@ from herald_common import outbox
 from herald_common.amqp import Publisher
 from herald_common.schemas import AttemptOutcome
 from herald_common.topology import Topology
-from herald_dispatcher.outcomes import DeadLetter, apply_outcomes, store_dead_letters
+from herald_dispatcher.dead_letters import DeadLetter, read_dead_letter, store_dead_letters
+from herald_dispatcher.metrics import DispatcherMetrics
+from herald_dispatcher.outcomes import apply_outcomes
 from herald_dispatcher.relay import OutboxRelay
 
 
@@ -140,7 +142,7 @@ async def test_the_relay_publishes_due_rows_only_and_deletes_them(
         topology.notifications_exchange,
         batch_size=100,
         poll_interval=0.1,
-        registry=CollectorRegistry(),
+        metrics=DispatcherMetrics.create(CollectorRegistry()),
     )
     await relay.start()
     queue = await channel.get_queue(topology.work_queue("email"), ensure=False)
@@ -166,8 +168,6 @@ class _Message:
 
 
 def test_any_dead_lettered_body_can_be_read() -> None:
-    from herald_dispatcher.outcomes import read_dead_letter
-
     notification_id = uuid.uuid4()
     cases: list[tuple[bytes, uuid.UUID | None]] = [
         (b"not json", None),
@@ -204,7 +204,7 @@ async def test_two_relays_never_publish_the_same_row(
             topology.notifications_exchange,
             batch_size=50,
             poll_interval=0.05,
-            registry=CollectorRegistry(),
+            metrics=DispatcherMetrics.create(CollectorRegistry()),
         )
         for publisher in publishers
     ]

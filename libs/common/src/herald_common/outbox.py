@@ -3,7 +3,8 @@
 The API inserts outbox rows in the notification's transaction with ``available_at`` a grace period
 ahead, publishes right after commit and deletes the rows the broker confirmed. The dispatcher's
 relay publishes rows whose ``available_at`` has passed: those the API could not publish (broker
-down, crash between commit and confirm) and, later, scheduled sends and redrives.
+down, crash between commit and confirm) and, later, scheduled sends and redrives. A row the relay
+cannot publish waits a backoff of its own before its next try (``publish_backoff``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from uuid import UUID
 import asyncpg
 
 from .amqp import Publisher
+from .text import safe_text
 
 if TYPE_CHECKING:
     from .db import Executor
@@ -57,6 +59,13 @@ async def publish(
     publisher: Publisher, exchange: str, messages: Sequence[OutboxMessage]
 ) -> list[bool]:
     """Publish all messages with their confirms in flight together; True where confirmed."""
+    return [error is None for error in await _publish_all(publisher, exchange, messages)]
+
+
+async def _publish_all(
+    publisher: Publisher, exchange: str, messages: Sequence[OutboxMessage]
+) -> list[Exception | None]:
+    """Publish all messages, confirms in flight together; per message, None or its error."""
     results = await asyncio.gather(
         *(
             publisher.publish(
@@ -71,10 +80,12 @@ async def publish(
         ),
         return_exceptions=True,
     )
+    errors: list[Exception | None] = []
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, Exception):
-            raise result
-    return [not isinstance(r, BaseException) for r in results]
+            raise result  # cancellation and the like are not a failed publish
+        errors.append(result if isinstance(result, Exception) else None)
+    return errors
 
 
 async def delete(connection: Executor, ids: list[int]) -> None:
@@ -82,18 +93,36 @@ async def delete(connection: Executor, ids: list[int]) -> None:
         await connection.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
 
 
+MAX_BACKOFF = 60.0
+"""Longest a failing outbox row waits between publish attempts (seconds)."""
+
+
+def publish_backoff(attempts: int, *, base: float = 1.0, cap: float = MAX_BACKOFF) -> float:
+    """Seconds a row waits after its ``attempts``-th failed publish: doubling from ``base``,
+    capped, so a row that keeps failing is retried about once a ``cap``."""
+    return min(cap, base * 2.0 ** min(max(attempts - 1, 0), 32))
+
+
 async def relay_due(
-    pool: asyncpg.Pool[Any], publisher: Publisher, exchange: str, limit: int
+    pool: asyncpg.Pool[Any],
+    publisher: Publisher,
+    exchange: str,
+    limit: int,
+    *,
+    base_backoff: float = 1.0,
+    max_backoff: float = MAX_BACKOFF,
 ) -> tuple[int, int]:
     """Publish up to ``limit`` due rows; returns (published, failed).
 
-    ``FOR UPDATE SKIP LOCKED`` keeps replicas of the relay off each other's rows; a row whose
-    publish failed stays for the next pass.
+    ``FOR UPDATE SKIP LOCKED`` keeps replicas of the relay off each other's rows. A row whose
+    publish failed is moved back by its own backoff (``publish_backoff``) with the error kept, so
+    rows that keep failing (say, unroutable) never hold up the rows behind them.
     """
     async with pool.acquire() as connection, connection.transaction():
+        # The outbox_due index (available_at, id) serves both the range and the order.
         rows = await connection.fetch(
-            """SELECT id, notification_id, routing_key, body, headers FROM outbox
-               WHERE available_at <= now() ORDER BY available_at, id
+            """SELECT id, notification_id, routing_key, body, headers, publish_attempts
+               FROM outbox WHERE available_at <= now() ORDER BY available_at, id
                LIMIT $1 FOR UPDATE SKIP LOCKED""",
             limit,
         )
@@ -108,7 +137,27 @@ async def relay_due(
                     row["notification_id"], row["routing_key"], row["body"], headers, correlation_id
                 )
             )
-        confirmed = await publish(publisher, exchange, messages)
-        await delete(connection, [r["id"] for r, ok in zip(rows, confirmed, strict=True) if ok])
-    published = sum(confirmed)
-    return published, len(rows) - published
+        errors = await _publish_all(publisher, exchange, messages)
+        await delete(connection, [r["id"] for r, e in zip(rows, errors, strict=True) if e is None])
+        failed = [(r, e) for r, e in zip(rows, errors, strict=True) if e is not None]
+        if failed:
+            await connection.execute(
+                """UPDATE outbox o SET publish_attempts = o.publish_attempts + 1,
+                       available_at = now() + make_interval(secs => f.wait),
+                       last_error = f.error
+                   FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS f(id, wait, error)
+                   WHERE o.id = f.id""",
+                [r["id"] for r, _ in failed],
+                [
+                    publish_backoff(r["publish_attempts"] + 1, base=base_backoff, cap=max_backoff)
+                    for r, _ in failed
+                ],
+                [safe_text(str(e) or type(e).__name__)[:1000] for _, e in failed],
+            )
+    return len(rows) - len(failed), len(failed)
+
+
+async def rows_in_backoff(executor: Executor) -> int:
+    """Outbox rows whose last publish failed (served by the partial index outbox_in_backoff)."""
+    count = await executor.fetchval("SELECT count(*) FROM outbox WHERE publish_attempts > 0")
+    return int(count or 0)

@@ -1,18 +1,28 @@
 """Every exchange, queue and binding Herald uses, in one readable place.
 
     notifications (topic) --"<channel>.<route>"--> <channel>             work queue (quorum)
-    <channel> --reject / delivery limit (DLX)--> dead-letters (direct) --"<channel>"--> .dead
+    <channel> --delivery limit (DLX)--> dead-letters (direct) --"<channel>"--> <channel>.dead
     worker --republish on transient failure--> <channel>.retry.<delay>   TTL tier (quorum)
     <channel>.retry.<delay> --TTL expiry (DLX "" -> "<channel>")--> <channel> work queue
     worker --permanent / exhausted (publish)--> dead-letters --"<channel>"--> <channel>.dead
     worker --outcome batch--> events (topic) --"outcome.<channel>"--> outcomes
+    outcomes --delivery limit (DLX)--> dead-letters --"outcomes"--> outcomes.dead
+    dispatcher --bad outcome items (publish)--> dead-letters --"outcomes"--> outcomes.dead
+    <channel>.dead, outcomes.dead --delivery limit (DLX "" -> "parked")--> parked   (terminal)
 
 Retries are republished into a tier rather than dead-lettered into it, so a message never
-cycles through dead-lettering alone (RabbitMQ drops such cycles silently). Every queue is a
-quorum queue with at-least-once dead-lettering, and the delivery limit is explicit so 3.x
-and 4.x treat poison messages alike. Declaration is idempotent: every service declares the shared
-part at start, and a channel service adds the tiers of its own retry policy. Tier names carry
-their delay, so a changed policy declares new tiers instead of clashing with old ones.
+cycles through dead-lettering alone (RabbitMQ drops a message dead-lettered for expiry or the
+delivery limit into a queue already in its ``x-death`` history). For the same reason the ``.dead``
+queues do not dead-letter back into ``dead-letters`` but into ``parked``, a queue no message has
+been in before: it has no dead-letter exchange of its own and nothing consumes it; the dispatcher
+watches its depth, and an operator empties it.
+
+Every queue is a quorum queue with an explicit ``x-delivery-limit`` (3.x has no default, 4.x
+defaults to 20 and drops the message when no dead-letter exchange is set) and, except ``parked``,
+at-least-once dead-lettering (at-most-once, the default, can lose a message on its way). Every
+service declares the shared part at start, and a channel service adds the tiers of its own retry
+policy. Declaration is idempotent; a queue redeclared with other arguments fails, so tier names
+carry their delay and a changed policy declares new tiers instead of clashing with old ones.
 """
 
 from __future__ import annotations
@@ -28,6 +38,15 @@ from .settings import CHANNELS, RetryPolicy
 DELIVERY_LIMIT = 10
 """Redeliveries (consumer crashes, channel losses) before the broker dead-letters a message."""
 
+PARKED_DELIVERY_LIMIT = 1_000_000
+"""The terminal queue's limit: explicit (4.x would otherwise drop a parked message after 20
+deliveries, and it has nowhere further to go), and so high that inspecting parked messages (a get
+and requeue counts as a delivery up to 4.2) never reaches it. Not -1: 4.x reads that as no
+limit, but 3.x takes it literally."""
+
+OUTCOMES_ROUTING_KEY = "outcomes"
+"""Routing key of outcome messages on the dead-letter exchange."""
+
 _QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 _SAFE_DEAD_LETTERING: dict[str, Any] = {
     "x-dead-letter-strategy": "at-least-once",
@@ -42,10 +61,14 @@ def _delay_label(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Topology:
-    """Names derived from the namespace; nothing here touches the broker until ``declare``."""
+    """Names derived from the namespace; nothing here touches the broker until ``declare``.
+
+    ``delivery_limit`` is a parameter so tests can reach it in a few redeliveries.
+    """
 
     namespace: str
     channels: tuple[str, ...] = field(default=CHANNELS)
+    delivery_limit: int = DELIVERY_LIMIT
 
     @property
     def notifications_exchange(self) -> str:
@@ -67,6 +90,11 @@ class Topology:
     def outcomes_dead_letter_queue(self) -> str:
         return f"{self.namespace}.outcomes.dead"
 
+    @property
+    def parked_queue(self) -> str:
+        """Where messages end that even a dead-letter consumer could not take (terminal)."""
+        return f"{self.namespace}.parked"
+
     def work_queue(self, channel: str) -> str:
         return f"{self.namespace}.{channel}"
 
@@ -85,45 +113,59 @@ class Topology:
     def outcome_routing_key(channel: str) -> str:
         return f"outcome.{channel}"
 
-    def work_queue_arguments(self, channel: str) -> dict[str, Any]:
+    def _dead_lettering_to(self, exchange: str, routing_key: str) -> dict[str, Any]:
         return {
             **_QUORUM,
             **_SAFE_DEAD_LETTERING,
-            "x-dead-letter-exchange": self.dead_letter_exchange,
-            "x-dead-letter-routing-key": channel,
-            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": exchange,
+            "x-dead-letter-routing-key": routing_key,
+            "x-delivery-limit": self.delivery_limit,
         }
+
+    def work_queue_arguments(self, channel: str) -> dict[str, Any]:
+        return self._dead_lettering_to(self.dead_letter_exchange, channel)
 
     def outcomes_queue_arguments(self) -> dict[str, Any]:
-        return {
-            **_QUORUM,
-            **_SAFE_DEAD_LETTERING,
-            "x-dead-letter-exchange": self.dead_letter_exchange,
-            "x-dead-letter-routing-key": "outcomes",
-            "x-delivery-limit": DELIVERY_LIMIT,
-        }
+        return self._dead_lettering_to(self.dead_letter_exchange, OUTCOMES_ROUTING_KEY)
+
+    def dead_letter_queue_arguments(self) -> dict[str, Any]:
+        """A ``.dead`` queue (and ``outcomes.dead``): past the delivery limit, into ``parked``
+        through the default exchange (never back into ``dead-letters``: see the module)."""
+        return self._dead_lettering_to("", self.parked_queue)
 
     @staticmethod
-    def dead_letter_queue_arguments() -> dict[str, Any]:
-        return dict(_QUORUM)
+    def parked_queue_arguments() -> dict[str, Any]:
+        return {**_QUORUM, "x-delivery-limit": PARKED_DELIVERY_LIMIT}
 
     def retry_queue_arguments(self, channel: str, delay: float) -> dict[str, Any]:
-        # Expired messages go through the default exchange straight to the work queue.
+        # Expired messages go through the default exchange straight to the work queue. Nothing
+        # consumes a tier, so its delivery limit is never reached; it is explicit all the same.
         return {
-            **_QUORUM,
-            **_SAFE_DEAD_LETTERING,
+            **self._dead_lettering_to("", self.work_queue(channel)),
             "x-message-ttl": round(delay * 1000),
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.work_queue(channel),
         }
 
-    def queue_names(self, retry_policies: dict[str, RetryPolicy] | None = None) -> list[str]:
-        names = [self.outcomes_queue, self.outcomes_dead_letter_queue]
+    def queues(
+        self, retry_policies: dict[str, RetryPolicy] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Every queue of the namespace with its arguments (tiers of the given policies)."""
+        queues: dict[str, dict[str, Any]] = {
+            self.parked_queue: self.parked_queue_arguments(),
+            self.outcomes_queue: self.outcomes_queue_arguments(),
+            self.outcomes_dead_letter_queue: self.dead_letter_queue_arguments(),
+        }
         for channel in self.channels:
-            names += [self.work_queue(channel), self.dead_letter_queue(channel)]
+            queues[self.work_queue(channel)] = self.work_queue_arguments(channel)
+            queues[self.dead_letter_queue(channel)] = self.dead_letter_queue_arguments()
         for channel, policy in (retry_policies or {}).items():
-            names += [self.retry_queue(channel, d) for d in policy.tier_delays()]
-        return names
+            for delay in policy.tier_delays():
+                queues[self.retry_queue(channel, delay)] = self.retry_queue_arguments(
+                    channel, delay
+                )
+        return queues
+
+    def queue_names(self, retry_policies: dict[str, RetryPolicy] | None = None) -> list[str]:
+        return list(self.queues(retry_policies))
 
     def exchange_names(self) -> list[str]:
         return [self.notifications_exchange, self.dead_letter_exchange, self.events_exchange]
@@ -138,6 +180,10 @@ class Topology:
         )
         events = await channel.declare_exchange(
             self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        # parked first: it is where the .dead queues dead-letter to.
+        await channel.declare_queue(
+            self.parked_queue, durable=True, arguments=self.parked_queue_arguments()
         )
         for name in self.channels:
             work = await channel.declare_queue(
@@ -159,7 +205,7 @@ class Topology:
             durable=True,
             arguments=self.dead_letter_queue_arguments(),
         )
-        await outcomes_dead.bind(dead_letters, routing_key="outcomes")
+        await outcomes_dead.bind(dead_letters, routing_key=OUTCOMES_ROUTING_KEY)
 
     async def declare_retry_tiers(
         self, channel: AbstractChannel, channel_name: str, policy: RetryPolicy

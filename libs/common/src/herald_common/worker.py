@@ -457,7 +457,9 @@ class ChannelWorker:
             outcome = _Result("transient_failure", _truncate(f"{type(exc).__name__}: {exc}"),
                               provider)  # fmt: skip
         else:
-            outcome = _Result("sent", None, receipt.provider, receipt.provider_message_id)
+            message_id = receipt.provider_message_id
+            outcome = _Result("sent", None, receipt.provider,
+                              None if message_id is None else safe_text(message_id))  # fmt: skip
         elapsed = asyncio.get_running_loop().time() - started
         used = outcome.provider or provider
         self._metrics.delivery_seconds.labels(self.channel, used).observe(elapsed)

@@ -4,47 +4,30 @@ from __future__ import annotations
 
 import asyncio
 
-from herald_common.amqp import Publisher
 from herald_common.logging import configure_logging
 from herald_common.service import Resources, Stop, serve
 
-from .outcomes import Consumers
-from .relay import OutboxRelay
+from .dispatcher import Dispatcher
 from .settings import DispatcherSettings
 
 
 async def run(settings: DispatcherSettings) -> None:
+    dispatcher: Dispatcher | None = None
+
     async def start(resources: Resources) -> Stop:
-        topology = resources.topology
-        channel = await resources.connection.channel()
-        await topology.declare(channel)
-        await channel.close()
-        publisher = await Publisher.open(resources.connection, settings.publish_timeout)
-        relay = OutboxRelay(
-            resources.pool,
-            publisher,
-            topology.notifications_exchange,
-            batch_size=settings.outbox_batch_size,
-            poll_interval=settings.outbox_poll_interval,
-            registry=resources.registry,
-        )
-        consumers = Consumers(
-            resources.connection,
-            resources.pool,
-            publisher,
-            topology,
-            prefetch=settings.outcome_prefetch,
-            registry=resources.registry,
-        )
-        await consumers.start()
-        await relay.start()
-
-        async def stop() -> None:
-            await relay.stop()
-            await consumers.stop()
-            await publisher.close()
-
-        return stop
+        # serve() retries a start the broker interrupted: the dispatcher is built once (its
+        # metrics are registered once) and its start releases whatever it had opened.
+        nonlocal dispatcher
+        if dispatcher is None:
+            dispatcher = Dispatcher(
+                settings,
+                pool=resources.pool,
+                connection=resources.connection,
+                topology=resources.topology,
+                registry=resources.registry,
+            )
+        await dispatcher.start()
+        return dispatcher.stop
 
     await serve(
         "dispatcher", settings, settings.dispatcher_http_host, settings.dispatcher_http_port, start

@@ -1,41 +1,97 @@
-"""Persisting what channel services report: outcome events and dead letters.
-
-Both consumers gather messages across deliveries into one statement (``Batcher``), ack only after
-the commit, and dead-letter a message they cannot parse instead of crashing or requeueing it.
-"""
+"""Outcome events: reading them one by one, and moving notifications to the status they imply."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from herald_common.amqp import Publisher
-from herald_common.batching import Batcher
-from herald_common.errors import PublishError
-from herald_common.schemas import AttemptOutcome, Headers, OutcomeBatch
-from herald_common.topology import Topology
-
-log = structlog.get_logger("herald.dispatcher")
+from herald_common.schemas import SCHEMA_VERSION, AttemptOutcome, OutcomeBatch
+from herald_common.text import safe_text
 
 _STATUS_BY_DISPOSITION = {"sent": "sent", "retry": "retrying", "dead_letter": "failed"}
+
+MAX_ERROR_LENGTH = 1000
+
+
+@dataclass(frozen=True)
+class RejectedItem:
+    """An item of an outcome message that is not an outcome, and why."""
+
+    item: Any
+    error: str
+
+
+@dataclass(frozen=True)
+class ParsedOutcomes:
+    """An outcome message read item by item: the good outcomes, the bad items, or (``error``) a
+    message that is not an outcome batch at all."""
+
+    outcomes: list[AttemptOutcome] = field(default_factory=list)
+    rejected: list[RejectedItem] = field(default_factory=list)
+    error: str | None = None
+
+
+def _short(error: str) -> str:
+    error = safe_text(error)
+    return error if len(error) <= MAX_ERROR_LENGTH else error[: MAX_ERROR_LENGTH - 1] + "…"
+
+
+def parse_outcomes(body: bytes) -> ParsedOutcomes:
+    """Read an ``OutcomeBatch`` message so that one bad item costs only itself.
+
+    The whole batch is validated at once first (the usual case, fast); when that fails, the
+    envelope is read with ``json`` (which, unlike pydantic's parser, takes the lone surrogates a
+    provider's reply can carry: they are cleaned before storing) and each item validated alone.
+    """
+    try:
+        return ParsedOutcomes(outcomes=OutcomeBatch.model_validate_json(body).outcomes)
+    except ValidationError:
+        pass
+    try:
+        envelope = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return ParsedOutcomes(error=_short(f"not JSON: {exc}"))
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("outcomes"), list):
+        return ParsedOutcomes(error="not an outcome batch: no list of outcomes")
+    if envelope.get("version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        version = envelope["version"]
+        return ParsedOutcomes(error=_short(f"unknown outcome batch version {version!r}"))
+    outcomes: list[AttemptOutcome] = []
+    rejected: list[RejectedItem] = []
+    for item in envelope["outcomes"]:
+        try:
+            outcomes.append(AttemptOutcome.model_validate(item))
+        except ValidationError as exc:
+            errors = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'item'}: {e['msg']}" for e in exc.errors()
+            )
+            rejected.append(RejectedItem(item, _short(errors)))
+    return ParsedOutcomes(outcomes, rejected)
+
+
+def outcome_batch_body(items: list[Any]) -> bytes:
+    """An outcome message holding just ``items`` (what the dispatcher dead-letters)."""
+    return json.dumps({"version": SCHEMA_VERSION, "outcomes": items}, default=str).encode()
+
+
+def _clean(text: str | None) -> str | None:
+    return None if text is None else safe_text(text)
 
 
 async def apply_outcomes(pool: asyncpg.Pool[Any], outcomes: list[AttemptOutcome]) -> None:
     """Move each notification to the status its latest attempt's outcome implies.
 
-    An outcome never overrides a later attempt (``attempts``) or a final status.
+    An outcome never overrides a later attempt (``attempts``), a final status, or a redrive:
+    attempts below ``first_attempt`` belong to a generation a redrive closed. The one exception
+    is the truth arriving late: a ``sent`` outcome of the current generation turns a ``failed``
+    notification into ``sent`` (e.g. a delivery whose channel closed under it sent it after the
+    broker had given up on its message), so it is not redriven and sent again. Text from the
+    provider is cleaned first (PostgreSQL stores neither NUL nor lone surrogates).
     """
     latest: dict[uuid.UUID, AttemptOutcome] = {}
     for outcome in outcomes:
@@ -43,7 +99,18 @@ async def apply_outcomes(pool: asyncpg.Pool[Any], outcomes: list[AttemptOutcome]
         if known is None or outcome.attempt >= known.attempt:
             latest[outcome.notification_id] = outcome
     rows = list(latest.values())
-    await pool.execute(
+    async with pool.acquire() as connection, connection.transaction():
+        # Row locks in id order, as the channel workers' claims and the redrive take them: an
+        # UPDATE ... FROM unnest locks in whatever order its join yields, and deadlocks them.
+        await connection.execute(
+            """SELECT 1 FROM notifications WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
+            [o.notification_id for o in rows],
+        )
+        await _update(connection, rows)
+
+
+async def _update(connection: Any, rows: list[AttemptOutcome]) -> None:
+    await connection.execute(
         """UPDATE notifications n SET
                status = o.status,
                attempts = GREATEST(n.attempts, o.attempt),
@@ -51,6 +118,7 @@ async def apply_outcomes(pool: asyncpg.Pool[Any], outcomes: list[AttemptOutcome]
                failure_reason = CASE WHEN o.status = 'failed'
                    THEN CASE o.result WHEN 'permanent_failure' THEN 'permanent_failure'
                         ELSE 'retries_exhausted' END
+                   WHEN o.status = 'sent' THEN NULL
                    ELSE n.failure_reason END,
                provider = COALESCE(o.provider, n.provider),
                provider_message_id = COALESCE(o.provider_message_id, n.provider_message_id),
@@ -61,252 +129,16 @@ async def apply_outcomes(pool: asyncpg.Pool[Any], outcomes: list[AttemptOutcome]
                        $7::text[], $8::timestamptz[], $9::timestamptz[])
                 AS o(id, attempt, result, status, error, provider, provider_message_id,
                      finished_at, next_attempt_at)
-           WHERE n.id = o.id AND n.attempts <= o.attempt
-             AND n.status NOT IN ('sent', 'failed', 'canceled')""",
+           WHERE n.id = o.id AND o.attempt >= n.first_attempt
+             AND ((n.attempts <= o.attempt AND n.status NOT IN ('sent', 'failed', 'canceled'))
+                  OR (o.status = 'sent' AND n.status = 'failed'))""",
         [o.notification_id for o in rows],
         [o.attempt for o in rows],
         [o.result for o in rows],
         [_STATUS_BY_DISPOSITION[o.disposition] for o in rows],
-        [o.error for o in rows],
-        [o.provider for o in rows],
-        [o.provider_message_id for o in rows],
+        [_clean(o.error) for o in rows],
+        [_clean(o.provider) for o in rows],
+        [_clean(o.provider_message_id) for o in rows],
         [o.finished_at for o in rows],
         [o.next_attempt_at for o in rows],
     )
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    id: uuid.UUID
-    notification_id: uuid.UUID | None
-    channel: str
-    reason: str
-    last_error: str | None
-    attempts: int | None
-    body: bytes
-    headers: dict[str, Any]
-    dead_lettered_at: datetime
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def read_dead_letter(message: AbstractIncomingMessage, channel: str) -> DeadLetter:
-    """What a dead-lettered message says about itself, whoever dead-lettered it."""
-    headers: dict[str, Any] = {str(k): v for k, v in (message.headers or {}).items()}
-    notification_id: uuid.UUID | None = None
-    with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError, IndexError):
-        notification_id = uuid.UUID(str(json.loads(message.body)["id"]))
-    reason = _text(headers.get(Headers.DEAD_LETTER_REASON))
-    if reason is None:
-        # Dead-lettered by the broker (rejected, delivery_limit, expired).
-        reason = _text(headers.get("x-first-death-reason")) or "unknown"
-    attempts: int | None = None
-    with contextlib.suppress(TypeError, ValueError, KeyError):
-        attempts = int(headers[Headers.ATTEMPT])
-    at = datetime.now(UTC)
-    with contextlib.suppress(KeyError, ValueError, TypeError):
-        at = datetime.fromisoformat(str(_text(headers[Headers.DEAD_LETTERED_AT])))
-    return DeadLetter(
-        id=uuid.uuid4(),
-        notification_id=notification_id,
-        channel=channel,
-        reason=reason,
-        last_error=_text(headers.get(Headers.LAST_ERROR)) or None,
-        attempts=attempts,
-        body=message.body,
-        headers={k: _jsonable(v) for k, v in headers.items()},
-        dead_lettered_at=at,
-    )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
-
-
-async def store_dead_letters(pool: asyncpg.Pool[Any], letters: list[DeadLetter]) -> None:
-    """Record dead letters and fail their notifications; a repeat of an open one is ignored."""
-    async with pool.acquire() as connection, connection.transaction():
-        known = {
-            r["id"]
-            for r in await connection.fetch(
-                "SELECT id FROM notifications WHERE id = ANY($1::uuid[])",
-                [d.notification_id for d in letters if d.notification_id],
-            )
-        }
-        await connection.executemany(
-            """INSERT INTO dead_letters (id, notification_id, channel, reason, last_error,
-                                         attempts, body, headers, dead_lettered_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
-               ON CONFLICT (notification_id) WHERE resolved_at IS NULL
-                   AND notification_id IS NOT NULL DO NOTHING""",
-            [
-                (
-                    d.id,
-                    d.notification_id if d.notification_id in known else None,
-                    d.channel,
-                    d.reason,
-                    d.last_error,
-                    d.attempts,
-                    d.body,
-                    d.headers,
-                    d.dead_lettered_at,
-                )
-                for d in letters
-            ],
-        )
-        failed = [d for d in letters if d.notification_id in known]
-        if failed:
-            await connection.execute(
-                """UPDATE notifications n
-                   SET status = 'failed', failure_reason = d.reason,
-                       last_error = COALESCE(d.last_error, n.last_error),
-                       next_attempt_at = NULL, updated_at = now()
-                   FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(id, reason, last_error)
-                   WHERE n.id = d.id AND n.status NOT IN ('sent', 'canceled')""",
-                [d.notification_id for d in failed],
-                [d.reason for d in failed],
-                [d.last_error for d in failed],
-            )
-
-
-Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
-
-
-class Consumers:
-    """The dispatcher's consumers: outcome events, and each channel's dead-letter queue."""
-
-    def __init__(
-        self,
-        connection: AbstractRobustConnection,
-        pool: asyncpg.Pool[Any],
-        publisher: Publisher,
-        topology: Topology,
-        *,
-        prefetch: int,
-        registry: CollectorRegistry,
-    ) -> None:
-        self._connection = connection
-        self._pool = pool
-        self._publisher = publisher
-        self._topology = topology
-        self._prefetch = prefetch
-        self._channel: AbstractChannel | None = None
-        self._consumers: list[tuple[Any, str]] = []
-        self._outcome_batches: Batcher[AttemptOutcome, None] = Batcher(self._apply, max_size=2000)
-        self._dead_letters: Batcher[DeadLetter, None] = Batcher(self._store, max_size=500)
-        self._applied = Counter(
-            "herald_outcomes_applied_total", "Outcome events persisted.", registry=registry
-        )
-        self._dead_lettered = Counter(
-            "herald_dead_letters_stored_total",
-            "Dead letters persisted, by channel and reason.",
-            ["channel", "reason"],
-            registry=registry,
-        )
-
-    async def _apply(self, outcomes: list[AttemptOutcome]) -> list[None]:
-        await apply_outcomes(self._pool, outcomes)
-        self._applied.inc(len(outcomes))
-        return [None] * len(outcomes)
-
-    async def _store(self, letters: list[DeadLetter]) -> list[None]:
-        await store_dead_letters(self._pool, letters)
-        for letter in letters:
-            self._dead_lettered.labels(letter.channel, letter.reason).inc()
-        return [None] * len(letters)
-
-    async def start(self) -> None:
-        self._channel = await self._connection.channel()
-        await self._channel.set_qos(prefetch_count=self._prefetch)
-        # declare_queue (not get_queue): a robust channel restores only what it declared, so
-        # these consumers come back by themselves after a reconnect.
-        queue = await self._channel.declare_queue(
-            self._topology.outcomes_queue,
-            durable=True,
-            arguments=self._topology.outcomes_queue_arguments(),
-        )
-        self._consumers.append((queue, await queue.consume(self._on_outcomes)))
-        for channel in self._topology.channels:
-            dead = await self._channel.declare_queue(
-                self._topology.dead_letter_queue(channel),
-                durable=True,
-                arguments=self._topology.dead_letter_queue_arguments(),
-            )
-            self._consumers.append((dead, await dead.consume(self._dead_letter_handler(channel))))
-
-    async def stop(self) -> None:
-        for queue, tag in self._consumers:
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
-        await self._outcome_batches.close()
-        await self._dead_letters.close()
-        if self._channel is not None:
-            with contextlib.suppress(Exception):
-                await self._channel.close()
-
-    async def _on_outcomes(self, message: AbstractIncomingMessage) -> None:
-        try:
-            batch = OutcomeBatch.model_validate_json(message.body)
-        except ValidationError as exc:
-            log.warning("dead-lettering a malformed outcome message", error=str(exc)[:500])
-            try:
-                await self._publisher.publish(
-                    self._topology.dead_letter_exchange,
-                    "outcomes",
-                    message.body,
-                    headers={
-                        Headers.DEAD_LETTER_REASON: "malformed",
-                        Headers.LAST_ERROR: str(exc)[:1000],
-                        Headers.DEAD_LETTERED_AT: datetime.now(UTC).isoformat(),
-                    },
-                )
-            except PublishError:
-                return  # left unacked: it comes back once the channel recovers
-            await message.ack()
-            return
-        # PostgreSQL failing is retried here, holding the message: a nack would count towards
-        # the queue's delivery limit and dead-letter outcomes that are merely late.
-        await _until_stored(
-            lambda: asyncio.gather(*(self._outcome_batches.submit(o) for o in batch.outcomes)),
-            "outcomes",
-        )
-        await message.ack()
-
-    def _dead_letter_handler(self, channel: str) -> Handler:
-        async def handle(message: AbstractIncomingMessage) -> None:
-            letter = read_dead_letter(message, channel)
-            await _until_stored(lambda: self._dead_letters.submit(letter), "a dead letter")
-            log.info(
-                "dead letter stored",
-                notification_id=str(letter.notification_id),
-                reason=letter.reason,
-            )
-            await message.ack()
-
-        return handle
-
-
-async def _until_stored(store: Callable[[], Awaitable[Any]], what: str) -> None:
-    """Run ``store`` until PostgreSQL takes it, backing off; a stop cancels the wait (the
-    message stays unacked and is redelivered)."""
-    delay = 0.5
-    while True:
-        try:
-            await store()
-            return
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            log.warning("could not store; retrying", what=what, error=repr(exc), retry_in=delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 10.0)

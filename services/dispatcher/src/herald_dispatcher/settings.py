@@ -6,7 +6,7 @@ from herald_common.settings import CommonSettings
 
 
 class DispatcherSettings(CommonSettings):
-    """The dispatcher: outbox relay, outcome and dead-letter consumers."""
+    """The dispatcher: outbox relay, outcome and dead-letter consumers, parked-queue watch."""
 
     dispatcher_http_host: str = Field(
         default="127.0.0.1", description="Address of the dispatcher's /healthz, /readyz, /metrics."
@@ -21,5 +21,15 @@ class DispatcherSettings(CommonSettings):
         default=1000, ge=1, description="Outbox rows the relay publishes in one pass."
     )
     outcome_prefetch: int = Field(
-        default=64, ge=1, le=2000, description="Outcome batches the dispatcher holds at once."
+        default=64,
+        ge=1,
+        le=2000,
+        description="Messages each of the dispatcher's consumers (outcomes, dead letters, "
+        "dead outcomes) holds at once.",
+    )
+    parked_check_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between checks of the parked queue's depth (metric "
+        "`herald_parked_messages`; an error is logged while it is not empty).",
     )
