@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -20,14 +21,17 @@ CLOSED_BROKER = "amqp://guest:guest@127.0.0.1:1/"
 """Nothing listens on port 1: the broker is down for an API pointed here."""
 
 
-async def wait_ready(client: Client, timeout: float = 20.0) -> None:
+async def wait_ready(client: Client, timeout: float = 20.0, *, broker: bool = True) -> None:
+    """Until the API is ready and (unless told otherwise) its broker link is up: readiness does
+    not wait for the broker, but tests that expect the API to publish do."""
     deadline = time.monotonic() + timeout
     while True:
         response = await client.get("/readyz")
-        if response.status == 200:
+        body = await response.json()
+        if response.status == 200 and (not broker or body["info"]["broker"] == "ok"):
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"API not ready: {await response.text()}")
+            raise AssertionError(f"API not ready: {body}")
         await asyncio.sleep(0.05)
 
 
@@ -64,6 +68,22 @@ class WorkQueue:
             return int(queue.declaration_result.message_count or 0)
         finally:
             await channel.close()
+
+
+@contextlib.asynccontextmanager
+async def listening(pool: asyncpg.Pool[Any], channel: str) -> AsyncIterator[asyncio.Queue[str]]:
+    """LISTEN on ``channel`` while the block runs; each NOTIFY's payload arrives in the queue."""
+    received: asyncio.Queue[str] = asyncio.Queue()
+
+    def notified(connection: Any, pid: int, channel: str, payload: object) -> None:
+        received.put_nowait(str(payload))
+
+    async with pool.acquire() as connection:
+        await connection.add_listener(channel, notified)
+        try:
+            yield received
+        finally:
+            await connection.remove_listener(channel, notified)
 
 
 async def count(pool: asyncpg.Pool[Any], table: str) -> int:
@@ -125,3 +145,52 @@ async def dead_letter(
         dead_lettered_at,
     )
     return id
+
+
+class StallingProxy:
+    """A TCP proxy to the broker that can stop passing the broker's replies on (``stall``), as a
+    broker that takes the API's messages but is too slow to confirm them."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> StallingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    async def close(self) -> None:
+        self.resume()
+        if self._server is not None:
+            self._server.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer, gated=False),
+            self._pipe(upstream_reader, writer, gated=True),
+        )
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, gated: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if gated:
+                    await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()

@@ -12,7 +12,9 @@ async def test_health_and_readiness(client: Client) -> None:
     assert health.status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"] == {"database": "ok", "broker": "ok"}
+    body = await ready.json()
+    assert body["checks"] == {"database": "ok"}
+    assert body["info"] == {"broker": "ok"}
 
 
 async def test_metrics(client: Client) -> None:
@@ -81,3 +83,36 @@ async def test_openapi_document(client: Client) -> None:
     bad = email()
     del bad["to"]
     assert not jsonschema.Draft202012Validator(request_schema).is_valid(bad)
+
+
+async def test_the_openapi_document_covers_every_route_and_response(client: Client) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in client.app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    }
+    documented = {
+        (method, path) for path, operations in document["paths"].items() for method in operations
+    }
+    assert served == documented
+
+    ops_routes = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            if path in ops_routes:
+                continue
+            # Every operation reads the database: 503 with Retry-After when it cannot.
+            unavailable = responses["503"]
+            assert unavailable["headers"]["Retry-After"]["required"] is True
+            assert "application/problem+json" in unavailable["content"]
+            if "requestBody" in operation:
+                assert {"400", "413", "415", "422"} <= set(responses), (method, path)
+            if "{id}" in path:
+                assert "404" in responses, (method, path)
+    batch = document["paths"]["/v1/notifications/batch"]["post"]
+    assert {"200", "202", "409"} <= set(batch["responses"])
+    assert "Idempotency-Key" in {p["name"] for p in batch["parameters"]}
+    redrive = document["components"]["schemas"]["RedriveResult"]["properties"]
+    assert {"skipped", "skipped_ids", "next_cursor"} <= set(redrive)

@@ -1,10 +1,14 @@
-"""The aiohttp application: resources in ``cleanup_ctx``, routes, and the middlewares."""
+"""The aiohttp application: resources in ``cleanup_ctx``, routes, and the middlewares.
+
+Readiness gates on PostgreSQL alone. The outbox covers a broker outage (notifications are
+accepted and left to the dispatcher's relay), so a broker blip must not take every API replica
+out of its load balancer; the broker link's state is shown in ``/readyz`` all the same.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -16,6 +20,7 @@ from herald_common.ops import add_ops_routes
 from . import dead_letters, notifications, openapi
 from .broker import BROKER, BrokerLink
 from .correlation import correlation_middleware
+from .database import Database
 from .dead_letters import DEAD_LETTERS, DeadLetterStore
 from .metrics import ApiMetrics, metrics_middleware
 from .notifications import NOTIFICATIONS, NotificationStore
@@ -23,6 +28,7 @@ from .problems import problem_middleware
 from .settings import API_SETTINGS, ApiSettings
 
 POOL = web.AppKey("pool", asyncpg.Pool)
+DATABASE = web.AppKey("database", Database)
 METRICS = web.AppKey("metrics", ApiMetrics)
 
 READINESS_TIMEOUT = 2.0
@@ -36,6 +42,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         max_size=max(settings.db_pool_min, settings.db_pool_max),
     )
     app[POOL] = pool
+    app[DATABASE] = Database(pool, settings.api_db_acquire_timeout)
     try:
         yield
     finally:
@@ -43,13 +50,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _broker_and_stores(app: web.Application) -> AsyncIterator[None]:
-    settings, pool, metrics = app[API_SETTINGS], app[POOL], app[METRICS]
-    broker = BrokerLink(settings, pool, metrics)
+    settings, database, metrics = app[API_SETTINGS], app[DATABASE], app[METRICS]
+    broker = BrokerLink(settings, database, metrics)
     broker.start()
     app[BROKER] = broker
-    notifications = NotificationStore(pool, broker, metrics, settings.outbox_grace)
+    notifications = NotificationStore(database, broker, metrics)
     app[NOTIFICATIONS] = notifications
-    app[DEAD_LETTERS] = DeadLetterStore(pool, broker, settings.outbox_grace)
+    app[DEAD_LETTERS] = DeadLetterStore(database, broker, settings.api_max_redrive)
     try:
         yield
     finally:
@@ -70,14 +77,13 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.cleanup_ctx.append(_broker_and_stores)
 
     async def database_ready() -> None:
-        pool: asyncpg.Pool[Any] = app[POOL]
-        async with asyncio.timeout(READINESS_TIMEOUT):
-            await pool.fetchval("SELECT 1")
+        async with asyncio.timeout(READINESS_TIMEOUT), app[DATABASE].connection() as connection:
+            await connection.fetchval("SELECT 1")
 
-    async def broker_ready() -> None:
+    async def broker_connected() -> None:
         await app[BROKER].check()
 
-    add_ops_routes(app, registry, {"database": database_ready, "broker": broker_ready})
+    add_ops_routes(app, registry, {"database": database_ready}, info={"broker": broker_connected})
     notifications.add_routes(app)
     dead_letters.add_routes(app)
     openapi.add_routes(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from herald_common.settings import CHANNELS
 
 from .errors import BodyTooLarge, FieldProblem, InvalidInput, MalformedBody, UnsupportedMediaType
+from .hygiene import Loc, json_problems, line_problem, metadata_problems
 from .models import REQUEST_MODELS, NotificationRequest
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -28,7 +30,8 @@ def _reject_constant(name: str) -> Any:
 
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:
-    """The body as JSON: 415 unless ``application/json``, 413 when too large, 400 unless JSON."""
+    """The body as JSON: 415 unless ``application/json``, 413 when too large, 400 unless JSON in
+    UTF-8 (RFC 8259 8.1; strict, so no encoded surrogate gets through as a string)."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType(
             f"the body must be application/json, not {request.content_type or 'missing'}"
@@ -43,19 +46,38 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
     if len(raw) > max_bytes:
         raise too_large
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(
+            f"the body is not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+        ) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from None
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+_SHOWN = 64
+"""Characters of an odd name shown in a problem: enough to recognise it, and a bounded reply."""
+
+
+def quoted(text: str) -> str:
+    """``text`` as a JSON string (controls and lone surrogates escaped), shortened if long."""
+    return json.dumps(text if len(text) <= _SHOWN else text[:_SHOWN] + "...")
+
+
 def field_name(prefix: str, loc: Sequence[int | str]) -> str:
-    """``notifications[3]`` + (``content``, ``subject``) -> ``notifications[3].content.subject``."""
+    """``notifications[3]`` + (``content``, ``subject``) -> ``notifications[3].content.subject``;
+    a name that is no plain identifier is quoted: ``metadata["a b"]``."""
     name = prefix
     for part in loc:
         if isinstance(part, int):
             name += f"[{part}]"
-        else:
+        elif _PLAIN_NAME.fullmatch(part):
             name = f"{name}.{part}" if name else part
+        else:
+            name += f"[{quoted(part)}]"
     return name or "body"
 
 
@@ -67,38 +89,68 @@ def problems_of(exc: ValidationError, prefix: str = "") -> list[FieldProblem]:
     return problems
 
 
-def parse_notification(data: Any, prefix: str = "") -> NotificationRequest | list[FieldProblem]:
-    """The request model of the item's channel, or every problem found in the item."""
+def _located(prefix: str, found: list[tuple[Loc, str]]) -> list[FieldProblem]:
+    return [FieldProblem(field_name(prefix, loc), reason) for loc, reason in found]
+
+
+def _merge(first: list[FieldProblem], then: list[FieldProblem]) -> list[FieldProblem]:
+    """``first``, then those of ``then`` about other fields (each field named once)."""
+    named = {p.field for p in first}
+    return [*first, *(p for p in then if p.field not in named)]
+
+
+def parse_notification(
+    data: Any, max_metadata_bytes: int, prefix: str = ""
+) -> NotificationRequest | list[FieldProblem]:
+    """The request model of the item's channel, or every problem found in the item.
+
+    Strings that are not Unicode, numbers too large and bad metadata are found before the model
+    validates the rest: pydantic cannot say where in the metadata a problem is, nor what is wrong
+    with a lone surrogate.
+    """
     if not isinstance(data, dict):
         return [FieldProblem(prefix or "body", "must be a JSON object")]
+    found = _located(prefix, json_problems(data))
+    found = _merge(
+        found,
+        _located(
+            prefix,
+            metadata_problems(data.get("metadata"), ("metadata",), max_metadata_bytes),
+        ),
+    )
     channel = data.get("channel")
     model = REQUEST_MODELS.get(channel) if isinstance(channel, str) else None
     if model is None or channel not in ACCEPTED_CHANNELS:
         reason = (
             "Field required"
             if channel is None
-            else f"unknown channel {channel!r}; known channels: {', '.join(ACCEPTED_CHANNELS)}"
+            else f"unknown channel {quoted(str(channel))}; known channels: "
+            + ", ".join(ACCEPTED_CHANNELS)
         )
-        return [FieldProblem(field_name(prefix, ["channel"]), reason)]
+        return _merge(found, [FieldProblem(field_name(prefix, ["channel"]), reason)])
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
-        return problems_of(exc, prefix)
+        problems = problems_of(exc, prefix)
+        if found:  # a name pydantic could not report (a lone surrogate) is already named
+            problems = [p for p in problems if p.field != (prefix or "body")]
+        return _merge(found, problems)
+    return found or parsed
 
 
-def parse_single(data: Any) -> NotificationRequest:
-    parsed = parse_notification(data)
+def parse_single(data: Any, max_metadata_bytes: int) -> NotificationRequest:
+    parsed = parse_notification(data, max_metadata_bytes)
     if isinstance(parsed, list):
         raise InvalidInput(parsed)
     return parsed
 
 
-def parse_batch(data: Any, max_batch: int) -> list[NotificationRequest]:
+def parse_batch(data: Any, max_batch: int, max_metadata_bytes: int) -> list[NotificationRequest]:
     """Every item, or ``InvalidInput`` naming every bad item's index and field."""
     if not isinstance(data, dict):
         raise InvalidInput([FieldProblem("body", "must be a JSON object")])
     problems = [
-        FieldProblem(key, "Extra inputs are not permitted")
+        FieldProblem(field_name("", [key]), "Extra inputs are not permitted")
         for key in data
         if key != "notifications"
     ]
@@ -118,7 +170,7 @@ def parse_batch(data: Any, max_batch: int) -> list[NotificationRequest]:
         )
     parsed: list[NotificationRequest] = []
     for index, item in enumerate(items):
-        result = parse_notification(item, f"notifications[{index}]")
+        result = parse_notification(item, max_metadata_bytes, f"notifications[{index}]")
         if isinstance(result, list):
             problems.extend(result)
         else:
@@ -129,10 +181,24 @@ def parse_batch(data: Any, max_batch: int) -> list[NotificationRequest]:
 
 
 def parse_model(model: type[M], data: Any) -> M:
+    found = _located("", json_problems(data))
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(problems_of(exc)) from None
+        problems = [p for p in problems_of(exc) if not (found and p.field == "body")]
+        raise InvalidInput(_merge(found, problems)) from None
+    if found:
+        raise InvalidInput(found)
+    return parsed
+
+
+def query_line(request: web.Request, name: str) -> str | None:
+    """A query parameter that is matched against stored text, if given: one line, no controls
+    (PostgreSQL cannot even compare a string with NUL in it)."""
+    value = request.query.get(name) or None
+    if value is not None and (reason := line_problem(value)) is not None:
+        raise InvalidInput([FieldProblem(name, reason)])
+    return value
 
 
 def idempotency_key(request: web.Request) -> str | None:
@@ -151,9 +217,13 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def request_hash(notification: NotificationRequest) -> str:
-    """SHA-256 of the validated request as canonical JSON (sorted keys, no spaces)."""
-    canonical = json.dumps(
-        notification.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+def request_hash(notifications: NotificationRequest | Sequence[NotificationRequest]) -> str:
+    """SHA-256 of the validated request (one notification, or a batch's in order) as canonical
+    JSON (sorted keys, no spaces)."""
+    dumped: Any = (
+        [n.model_dump(mode="json") for n in notifications]
+        if isinstance(notifications, Sequence)
+        else notifications.model_dump(mode="json")
     )
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,8 +1,11 @@
 """The API's link to RabbitMQ: connected in the background, used when it is there.
 
 The broker may be down when the API starts or at any time after; the API accepts notifications all
-the same. Until the link is up, committed outbox rows are simply left for the dispatcher's relay,
-which publishes them once their grace period has passed.
+the same. Publishing right after commit is only a shortcut past the dispatcher's relay, so it is
+bounded: a request reserves room for its messages first (``reserve``), and when the link is down
+or ``HERALD_API_MAX_PENDING_PUBLISHES`` messages are already awaiting the broker's confirm, its rows
+are stored due at once and left to the relay, which is woken with a NOTIFY (``leave_to_relay``).
+A slow broker then costs the API no memory: nothing piles up in tasks or in the publish batcher.
 """
 
 from __future__ import annotations
@@ -10,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
-import asyncpg
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
@@ -22,8 +24,10 @@ from herald_common.amqp import Publisher, connect
 from herald_common.batching import Batcher
 from herald_common.topology import Topology
 
+from .database import Database
 from .deliveries import PendingMessage
 from .metrics import ApiMetrics
+from .nudge import RelayNudge
 from .settings import ApiSettings
 
 log = structlog.get_logger("herald_api.broker")
@@ -35,18 +39,23 @@ RETRY_INTERVAL = 1.0
 class BrokerLink:
     """Connection, topology and publisher; publishes committed outbox rows and deletes them."""
 
-    def __init__(self, settings: ApiSettings, pool: asyncpg.Pool[Any], metrics: ApiMetrics) -> None:
+    def __init__(self, settings: ApiSettings, database: Database, metrics: ApiMetrics) -> None:
         self._url = settings.amqp_url.get_secret_value()
         self._confirm_timeout = settings.publish_timeout
         self._topology = Topology(settings.namespace)
-        self._pool = pool
+        self._database = database
         self._metrics = metrics
+        self._max_pending = settings.api_max_pending_publishes
+        self._grace = settings.outbox_grace
+        self._pending = 0
+        self._nudge = RelayNudge(database)
         self._connection: AbstractRobustConnection | None = None
         self._publisher: Publisher | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._batcher: Batcher[PendingMessage, bool] | None = None
         self._background: set[asyncio.Task[bool]] = set()
         metrics.broker_connected.set_function(lambda: 1.0 if self.connected else 0.0)
+        metrics.pending_publishes.set_function(lambda: self._pending)
 
     @property
     def connected(self) -> bool:
@@ -73,6 +82,7 @@ class BrokerLink:
             await asyncio.wait(set(self._background), timeout=self._confirm_timeout)
         if self._batcher is not None:
             await self._batcher.close()
+        await self._nudge.close()
         if self._publisher is not None:
             with contextlib.suppress(Exception):
                 await self._publisher.close()
@@ -113,12 +123,44 @@ class BrokerLink:
             log.info("connected to the broker", namespace=self._topology.namespace)
             return
 
+    def handoff(self, count: int) -> Handoff:
+        """Decide, before a transaction stores ``count`` outbox rows, who publishes them."""
+        reserved = self.reserve(count)
+        return Handoff(self, count, reserved, self._grace if reserved else 0.0)
+
+    def reserve(self, count: int) -> bool:
+        """Room to publish ``count`` messages right after their commit, or False: the link is down
+        or too many messages await their confirm, and the rows must be left to the relay.
+
+        Reserved room is given back by ``publish`` / ``publish_later`` for the messages they are
+        handed, and by ``release`` for those that will not be (their insert failed).
+        """
+        if count <= 0 or not self.connected or self._pending + count > self._max_pending:
+            return False
+        self._pending += count
+        return True
+
+    def release(self, count: int) -> None:
+        self._pending -= count
+
+    def leave_to_relay(self, count: int) -> None:
+        """``count`` committed outbox rows, stored due at once, are the relay's to publish."""
+        self._metrics.left_to_relay.inc(count)
+        self._nudge.nudge()
+
     async def publish(self, pending: Sequence[PendingMessage]) -> list[bool]:
-        """Publish ``pending`` with their confirms in flight together; delete the confirmed rows.
+        """Publish reserved ``pending`` messages with their confirms in flight together, delete the
+        confirmed rows, and give the reserved room back.
 
         Never raises for a broker or database problem: whatever is not confirmed (or whose row
         could not be deleted) stays in the outbox for the relay. True where published.
         """
+        try:
+            return await self._publish(pending)
+        finally:
+            self.release(len(pending))
+
+    async def _publish(self, pending: Sequence[PendingMessage]) -> list[bool]:
         if not pending:
             return []
         publisher = self._publisher
@@ -139,31 +181,65 @@ class BrokerLink:
             log.warning("messages left in the outbox for the relay", unconfirmed=failed)
         done = [p.outbox_id for p, ok in zip(pending, confirmed, strict=True) if ok]
         try:
-            await outbox.delete(self._pool, done)
+            async with self._database.connection() as connection:
+                await outbox.delete(connection, done)
         except Exception as exc:
             # The relay publishes these rows again later; consumers absorb the duplicate.
             log.warning("could not delete published outbox rows", error=repr(exc), rows=len(done))
         return confirmed
 
     def publish_later(self, pending: PendingMessage) -> None:
-        """Publish in the background: the row is committed, so the reply need not wait for the
-        broker's confirm. If this process dies first, the relay publishes the row."""
-        task = asyncio.create_task(self.publish_one(pending))
+        """Publish one reserved message in the background: the row is committed, so the reply
+        need not wait for the broker's confirm. If this process dies first, the relay publishes
+        the row. The reservation bounds these tasks (and the batcher's queue) in number."""
+        task = asyncio.create_task(self._publish_one(pending))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def publish_one(self, pending: PendingMessage) -> bool:
+    async def _publish_one(self, pending: PendingMessage) -> bool:
         """Publish one message, coalesced with concurrent callers into one publish-and-delete."""
-        if self._batcher is None or not self.connected:
-            return False
         try:
+            if self._batcher is None or not self.connected:
+                return False
             return await self._batcher.submit(pending)
         except Exception as exc:
             log.warning("outbox publish failed", error=repr(exc))
             return False
+        finally:
+            self.release(1)
 
     async def _publish_batch(self, items: list[PendingMessage]) -> list[bool]:
-        return await self.publish(items)
+        return await self._publish(items)
+
+
+@dataclass
+class Handoff:
+    """Who publishes the outbox rows one transaction stores: the API right after commit (room
+    was reserved; the rows wait ``delay``, the grace period, before the relay may take them), or
+    the relay (the rows are due at once, ``delay`` 0)."""
+
+    broker: BrokerLink
+    count: int
+    reserved: bool
+    delay: float
+
+    def abandon(self) -> None:
+        """The transaction failed: nothing to publish."""
+        if self.reserved:
+            self.broker.release(self.count)
+            self.reserved = False
+
+    def committed(self, stored: Sequence[PendingMessage]) -> list[PendingMessage]:
+        """The transaction committed ``stored`` (up to ``count``; an idempotent replay stores
+        nothing): those the caller must now publish (``publish`` / ``publish_later``), or none
+        when they are the relay's, which is woken for them."""
+        if not self.reserved:
+            if stored:
+                self.broker.leave_to_relay(len(stored))
+            return []
+        self.broker.release(self.count - len(stored))
+        self.reserved = False
+        return list(stored)
 
 
 BROKER = web.AppKey("broker", BrokerLink)

@@ -1,8 +1,15 @@
 """Dead letters: listing them, and redriving or discarding them.
 
 The dispatcher records dead letters; an operator resolves each one way or the other. A redrive
-queues the notification again with a fresh attempt budget: its message goes through the outbox
-like a new notification's, numbered after the attempts already made.
+starts a new attempt generation: the notification's ``first_attempt`` moves past every attempt
+made so far, and its message goes through the outbox like a new notification's, numbered from
+there. The fence is what makes that safe: an attempt of an older generation still in flight (a
+message copy, a late outcome) is recognised by its number and ignored by the channel services and
+the dispatcher. Only a ``failed`` notification can be redriven, and its row is locked while it is,
+so an outcome recorded at the same moment cannot interleave. Nor can an attempt that was sent
+(its outcome on its way) or that is still in flight under a live lease be redriven; one that may
+have reached the recipient (unfinished, or failed after the hand-over) makes the redriven attempt
+a possible duplicate.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ from uuid import UUID
 import asyncpg
 import structlog
 from aiohttp import web
+from asyncpg.pool import PoolConnectionProxy
 
 from herald_common import outbox
+from herald_common.schemas import Headers
 
-from .bodies import parse_model, read_json
-from .broker import BrokerLink
+from .bodies import parse_model, query_line, read_json
+from .broker import BrokerLink, Handoff
+from .database import Database
 from .deliveries import PendingMessage, delivery_message, traceparent_of
 from .errors import Conflict, FieldProblem, InvalidInput, NotFound
 from .models import DeadLetter, DeadLetterPage, RedriveFilter, RedriveResult
@@ -32,20 +42,72 @@ log = structlog.get_logger("herald_api.dead_letters")
 _COLUMNS = """id, notification_id, channel, reason, last_error, attempts, dead_lettered_at,
     resolved_at, resolution"""
 
+# Requeues the failed notifications of the given open dead letters and resolves those. The new
+# generation starts after the highest attempt known: the count, or an attempt row numbered beyond
+# it (an attempt started but never counted). Callers hold both rows' locks.
 _REQUEUE = """
-    WITH resolved AS (
-        UPDATE dead_letters SET resolved_at = now(), resolution = 'redriven'
+    WITH chosen AS (
+        SELECT id, notification_id, dead_lettered_at FROM dead_letters
         WHERE id = ANY($1::uuid[]) AND resolved_at IS NULL AND notification_id IS NOT NULL
-        RETURNING id, notification_id, dead_lettered_at
     ), requeued AS (
         UPDATE notifications n
-        SET status = 'queued', failure_reason = NULL, next_attempt_at = NULL, updated_at = now()
-        FROM resolved r
-        WHERE n.id = r.notification_id
-        RETURNING r.id AS dead_letter_id, r.dead_lettered_at, n.id, n.channel, n.recipient,
-                  n.content, n.metadata, n.correlation_id, n.created_at, n.attempts
+        SET status = 'queued', failure_reason = NULL, next_attempt_at = NULL, updated_at = now(),
+            first_attempt = 1 + GREATEST(
+                n.attempts,
+                (SELECT coalesce(max(a.attempt), 0) FROM attempts a WHERE a.notification_id = n.id)
+            )
+        FROM chosen c
+        WHERE n.id = c.notification_id AND n.status = 'failed'
+        RETURNING c.id AS dead_letter_id, c.dead_lettered_at, n.id, n.channel, n.recipient,
+                  n.content, n.metadata, n.correlation_id, n.created_at, n.first_attempt
+    ), resolved AS (
+        UPDATE dead_letters d SET resolved_at = now(), resolution = 'redriven'
+        FROM requeued r
+        WHERE d.id = r.dead_letter_id
     )
     SELECT * FROM requeued ORDER BY dead_lettered_at, dead_letter_id"""
+
+
+@dataclass(frozen=True)
+class _Attempts:
+    """What the attempts so far say about redriving a notification."""
+
+    sent: bool
+    """An attempt was sent: the recipient has it, whatever the status says (its outcome is on
+    its way); redriving would send it again."""
+    leased: bool
+    """An attempt is still in flight under a live lease: wait for it."""
+    maybe_delivered: bool
+    """An attempt may have reached the recipient (it never finished, or it failed after the
+    hand-over): the redrive's attempt is marked a possible duplicate."""
+
+    def refusal(self, notification_id: UUID) -> str | None:
+        if self.sent:
+            return f"notification {notification_id} was sent by an earlier attempt"
+        if self.leased:
+            return f"an attempt of notification {notification_id} is still in flight; retry later"
+        return None
+
+
+async def _attempts(connection: PoolConnectionProxy[Any], ids: list[UUID]) -> dict[UUID, _Attempts]:
+    rows = await connection.fetch(
+        """SELECT notification_id,
+                  bool_or(result = 'sent') AS sent,
+                  bool_or(finished_at IS NULL AND lease_expires_at > clock_timestamp()) AS leased,
+                  bool_or(finished_at IS NULL OR maybe_delivered) AS maybe_delivered
+           FROM attempts WHERE notification_id = ANY($1::uuid[])
+           GROUP BY notification_id""",
+        ids,
+    )
+    return {
+        r["notification_id"]: _Attempts(
+            bool(r["sent"]), bool(r["leased"]), bool(r["maybe_delivered"])
+        )
+        for r in rows
+    }
+
+
+_NO_ATTEMPTS = _Attempts(sent=False, leased=False, maybe_delivered=False)
 
 
 @dataclass(frozen=True)
@@ -58,11 +120,18 @@ def _dead_letter(row: asyncpg.Record) -> DeadLetter:
     return DeadLetter.model_validate(dict(row))
 
 
+def _not_failed(notification_id: UUID, status: str | None) -> str:
+    return (
+        f"notification {notification_id} is {status or 'gone'}, not failed: only a failed "
+        "notification can be redriven (discard this dead letter instead)"
+    )
+
+
 class DeadLetterStore:
-    def __init__(self, pool: asyncpg.Pool[Any], broker: BrokerLink, outbox_grace: float) -> None:
-        self._pool = pool
+    def __init__(self, database: Database, broker: BrokerLink, max_redrive: int) -> None:
+        self._database = database
         self._broker = broker
-        self._grace = outbox_grace
+        self._max_redrive = max_redrive
 
     async def page(
         self,
@@ -82,11 +151,12 @@ class DeadLetterStore:
             query.add("reason = {0}", reason)
         query.after("dead_lettered_at", cursor)
         limit_arg = query.limit_placeholder(limit)
-        rows = await self._pool.fetch(
-            f"""SELECT {_COLUMNS} FROM dead_letters {query.where()}
-                ORDER BY dead_lettered_at DESC, id DESC LIMIT {limit_arg}""",
-            *query.args,
-        )
+        async with self._database.connection() as connection:
+            rows = await connection.fetch(
+                f"""SELECT {_COLUMNS} FROM dead_letters {query.where()}
+                    ORDER BY dead_lettered_at DESC, id DESC LIMIT {limit_arg}""",
+                *query.args,
+            )
         items = [_dead_letter(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -94,40 +164,76 @@ class DeadLetterStore:
         return DeadLetterPage(items=items, next_cursor=next_cursor)
 
     async def get(self, id: UUID) -> DeadLetter:
-        row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM dead_letters WHERE id = $1", id)
+        async with self._database.connection() as connection:
+            row = await connection.fetchrow(
+                f"SELECT {_COLUMNS} FROM dead_letters WHERE id = $1", id
+            )
         if row is None:
             raise NotFound(f"no dead letter with id {id}")
         return _dead_letter(row)
 
     async def redrive(self, id: UUID, *, traceparent: str | None) -> DeadLetter:
-        """Queue the dead letter's notification again; 409 when resolved or malformed."""
-        async with self._pool.acquire() as connection, connection.transaction():
-            row = await connection.fetchrow(
-                """SELECT notification_id, resolved_at, resolution FROM dead_letters
-                   WHERE id = $1 FOR UPDATE""",
-                id,
-            )
-            if row is None:
-                raise NotFound(f"no dead letter with id {id}")
-            if row["resolved_at"] is not None:
-                raise Conflict(f"dead letter {id} is already resolved ({row['resolution']})")
-            if row["notification_id"] is None:
-                raise Conflict("cannot redrive a malformed message")
-            requeued = await self._requeue(connection, [id], traceparent)
-            resolved = await connection.fetchrow(
-                f"SELECT {_COLUMNS} FROM dead_letters WHERE id = $1", id
-            )
+        """Queue the dead letter's failed notification again in a new attempt generation.
+
+        409 when the dead letter is resolved or malformed, or its notification is not failed.
+        Locks the notification, then the dead letter: the order the dispatcher takes them in.
+        """
+        async with self._database.connection() as connection:
+            handoff = self._broker.handoff(1)
+            try:
+                async with connection.transaction():
+                    row = await connection.fetchrow(
+                        "SELECT notification_id FROM dead_letters WHERE id = $1", id
+                    )
+                    if row is None:
+                        raise NotFound(f"no dead letter with id {id}")
+                    notification_id = row["notification_id"]
+                    if notification_id is None:
+                        raise Conflict("cannot redrive a malformed message")
+                    status = await connection.fetchval(
+                        "SELECT status FROM notifications WHERE id = $1 FOR UPDATE",
+                        notification_id,
+                    )
+                    letter = await connection.fetchrow(
+                        "SELECT resolution FROM dead_letters WHERE id = $1 FOR UPDATE", id
+                    )
+                    if letter is None:
+                        raise NotFound(f"no dead letter with id {id}")
+                    if letter["resolution"] is not None:
+                        raise Conflict(
+                            f"dead letter {id} is already resolved ({letter['resolution']})"
+                        )
+                    if status != "failed":
+                        raise Conflict(_not_failed(notification_id, status))
+                    attempts = (await _attempts(connection, [notification_id])).get(
+                        notification_id, _NO_ATTEMPTS
+                    )
+                    refusal = attempts.refusal(notification_id)
+                    if refusal is not None:
+                        raise Conflict(refusal)
+                    requeued = await self._requeue(
+                        connection, [id], traceparent, handoff.delay,
+                        maybe_delivered={notification_id} if attempts.maybe_delivered else set(),
+                    )  # fmt: skip
+                    resolved = await connection.fetchrow(
+                        f"SELECT {_COLUMNS} FROM dead_letters WHERE id = $1", id
+                    )
+            except BaseException:
+                handoff.abandon()
+                raise
         assert resolved is not None
-        await self._broker.publish([r.pending for r in requeued])
+        await self._broker.publish(handoff.committed([r.pending for r in requeued]))
         log.info("dead letter redriven", dead_letter_id=str(id))
         return _dead_letter(resolved)
 
     async def redrive_matching(
         self, where: RedriveFilter, *, traceparent: str | None
     ) -> RedriveResult:
-        """Redrive every unresolved, well-formed dead letter the filter matches, in one go.
+        """Redrive the unresolved, well-formed dead letters the filter matches, oldest first, at
+        most ``max_redrive`` per call; ``next_cursor`` continues after the last one examined.
 
-        Dead letters another request is resolving at this moment are skipped, not waited for.
+        A dead letter whose notification is not failed is skipped (left unresolved, counted). One
+        that another request resolves meanwhile is waited for, then passed over.
         """
         query = KeysetQuery()
         query.add("resolved_at IS NULL")
@@ -140,29 +246,76 @@ class DeadLetterStore:
             query.add("dead_lettered_at >= {0}", where.since)
         if where.until is not None:
             query.add("dead_lettered_at < {0}", where.until)
-        async with self._pool.acquire() as connection, connection.transaction():
-            ids = [
-                row["id"]
-                for row in await connection.fetch(
-                    f"""SELECT id FROM dead_letters {query.where()}
-                        ORDER BY dead_lettered_at, id FOR UPDATE SKIP LOCKED""",
-                    *query.args,
-                )
-            ]
-            requeued = await self._requeue(connection, ids, traceparent)
-        await self._broker.publish([r.pending for r in requeued])
-        log.info("dead letters redriven", count=len(requeued))
+        query.after("dead_lettered_at", where.cursor, ascending=True)
+        limit_arg = query.limit_placeholder(self._max_redrive)
+        handoff: Handoff | None = None
+        async with self._database.connection() as connection:
+            try:
+                async with connection.transaction():
+                    candidates = await connection.fetch(
+                        f"""SELECT id, notification_id, dead_lettered_at FROM dead_letters
+                            {query.where()} ORDER BY dead_lettered_at, id LIMIT {limit_arg}""",
+                        *query.args,
+                    )
+                    examined = candidates[: self._max_redrive]
+                    # Notifications first, in one order, as every redrive locks them.
+                    failed = {
+                        r["id"]
+                        for r in await connection.fetch(
+                            """SELECT id, status FROM notifications
+                               WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
+                            [c["notification_id"] for c in examined],
+                        )
+                        if r["status"] == "failed"
+                    }
+                    # Resolved by another request while this one waited for the locks: passed.
+                    still_open = {
+                        r["id"]
+                        for r in await connection.fetch(
+                            """SELECT id FROM dead_letters
+                               WHERE id = ANY($1::uuid[]) AND resolved_at IS NULL
+                               ORDER BY id FOR UPDATE""",
+                            [c["id"] for c in examined],
+                        )
+                    }
+                    chosen = [c for c in examined if c["id"] in still_open]
+                    attempts = await _attempts(connection, list(failed))
+                    # Sent by an earlier attempt, or one still in flight: not redriven now.
+                    failed -= {n for n, a in attempts.items() if a.refusal(n) is not None}
+                    skipped = [c["id"] for c in chosen if c["notification_id"] not in failed]
+                    redrive = [c["id"] for c in chosen if c["notification_id"] in failed]
+                    handoff = self._broker.handoff(len(redrive))
+                    requeued = await self._requeue(
+                        connection, redrive, traceparent, handoff.delay,
+                        maybe_delivered={n for n, a in attempts.items() if a.maybe_delivered},
+                    )  # fmt: skip
+            except BaseException:
+                if handoff is not None:
+                    handoff.abandon()
+                raise
+        await self._broker.publish(handoff.committed([r.pending for r in requeued]))
+        next_cursor = None
+        if len(candidates) > self._max_redrive:
+            last = examined[-1]
+            next_cursor = encode_cursor(last["dead_lettered_at"], last["id"])
+        log.info("dead letters redriven", count=len(requeued), skipped=len(skipped))
         return RedriveResult(
             redriven=len(requeued),
             ids=[r.dead_letter_id for r in requeued],
             notification_ids=[r.pending.message.notification_id for r in requeued],
+            skipped=len(skipped),
+            skipped_ids=skipped,
+            next_cursor=next_cursor,
         )
 
+    @staticmethod
     async def _requeue(
-        self,
-        connection: asyncpg.pool.PoolConnectionProxy[Any],
+        connection: PoolConnectionProxy[Any],
         ids: list[UUID],
         traceparent: str | None,
+        delay: float,
+        *,
+        maybe_delivered: set[UUID],
     ) -> list[_Requeued]:
         if not ids:
             return []
@@ -176,19 +329,22 @@ class DeadLetterStore:
                 metadata=row["metadata"],
                 correlation_id=row["correlation_id"],
                 created_at=row["created_at"],
-                attempt=row["attempts"] + 1,
+                attempt=row["first_attempt"],
                 traceparent=traceparent,
             )
             for row in rows
         ]
-        outbox_ids = await outbox.insert(connection, messages, delay=self._grace)
+        for message in messages:
+            if message.notification_id in maybe_delivered:
+                message.headers[Headers.MAYBE_DELIVERED] = 1
+        outbox_ids = await outbox.insert(connection, messages, delay=delay)
         return [
             _Requeued(row["dead_letter_id"], PendingMessage(o, m))
             for o, m, row in zip(outbox_ids, messages, rows, strict=True)
         ]
 
     async def discard(self, id: UUID) -> DeadLetter:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._database.transaction() as connection:
             row = await connection.fetchrow(
                 f"""UPDATE dead_letters SET resolved_at = now(), resolution = 'discarded'
                     WHERE id = $1 AND resolved_at IS NULL RETURNING {_COLUMNS}""",
@@ -225,8 +381,8 @@ def _flag(name: str, value: str | None) -> bool:
 async def list_dead_letters(request: web.Request) -> web.Response:
     params = request.query
     page = await request.app[DEAD_LETTERS].page(
-        channel=params.get("channel") or None,
-        reason=params.get("reason") or None,
+        channel=query_line(request, "channel"),
+        reason=query_line(request, "reason"),
         include_resolved=_flag("include_resolved", params.get("include_resolved")),
         limit=parse_limit(params.get("limit")),
         cursor=params.get("cursor") or None,

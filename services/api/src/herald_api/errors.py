@@ -57,6 +57,15 @@ class IdempotencyConflict(Conflict):
     """An ``Idempotency-Key`` was reused with a different body."""
 
 
+class Unavailable(ApiError):
+    """The request cannot be served now (no database connection came free in time); nothing was
+    changed, and the same request may be sent again after ``retry_after`` seconds."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 def _summary(errors: list[FieldProblem]) -> str:
     if len(errors) == 1:
         return f"{errors[0].field}: {errors[0].reason}"

@@ -18,6 +18,8 @@ class ApiMetrics:
     request_seconds: Histogram
     accepted: Counter
     publish_failures: Counter
+    left_to_relay: Counter
+    pending_publishes: Gauge
     broker_connected: Gauge
 
     @classmethod
@@ -45,6 +47,17 @@ class ApiMetrics:
             publish_failures=Counter(
                 "herald_outbox_publish_failures_total",
                 "Outbox messages the API could not publish; the dispatcher's relay publishes them.",
+                registry=registry,
+            ),
+            left_to_relay=Counter(
+                "herald_outbox_left_to_relay_total",
+                "Outbox messages the API did not try to publish (broker link down, or too many "
+                "publishes awaiting confirms): stored due at once for the dispatcher's relay.",
+                registry=registry,
+            ),
+            pending_publishes=Gauge(
+                "herald_api_pending_publishes",
+                "Outbox messages the API is publishing after commit (reserved, not yet confirmed).",
                 registry=registry,
             ),
             broker_connected=Gauge(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
 from herald_common.schemas import AttemptResult, EmailContent
+
+from .hygiene import HEADER_RULE, LINE_PATTERN, MAX_METADATA_DEPTH, Line, Text
 
 NotificationStatus = Literal[
     "scheduled", "queued", "sending", "retrying", "sent", "failed", "canceled"
@@ -20,16 +22,57 @@ Resolution = Literal["redriven", "discarded"]
 # --- requests ---------------------------------------------------------------------------------
 
 
+METADATA_DESCRIPTION = (
+    "Anything the caller wants back with the notification: a JSON object of at most "
+    "`HERALD_API_MAX_METADATA_BYTES` bytes as compact JSON (16 KiB unless configured), nested at "
+    f"most {MAX_METADATA_DEPTH} levels deep, its names without control characters and its "
+    "strings without control characters but tab, LF and CR."
+)
+
+
+class EmailContentRequest(EmailContent):
+    """The email's subject and bodies, as a client may send them (at least one body).
+
+    Stricter than the delivery schema the channel service reads (``EmailContent``), never looser:
+    whatever the API accepts, the channel service accepts too.
+    """
+
+    # The document says what ``_has_body`` checks, so that clients (and generated tests) know.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [body], "properties": {body: {"type": "string", "minLength": 1}}}
+                for body in ("text", "html")
+            ]
+        }
+    )
+
+    subject: Line = Field(
+        min_length=1,
+        max_length=998,
+        description="Subject line: one line, without control characters (a mail header).",
+    )
+    text: Text | None = Field(
+        default=None, description="Plain-text body; no control characters but tab, LF and CR."
+    )
+    html: Text | None = Field(
+        default=None,
+        description="HTML body, sent as an alternative; no control characters but tab, LF and CR.",
+    )
+
+
 class EmailNotificationRequest(BaseModel):
     """An email to send."""
 
     model_config = ConfigDict(extra="forbid")
 
     channel: Literal["email"] = Field(description="The channel that delivers it.")
-    to: EmailStr = Field(description="Recipient address.")
-    content: EmailContent
+    to: Annotated[EmailStr, HEADER_RULE] = Field(description="Recipient address.")
+    content: EmailContentRequest
     metadata: dict[str, Any] = Field(
-        default_factory=dict, description="Anything the caller wants back with the notification."
+        default_factory=dict,
+        description=METADATA_DESCRIPTION,
+        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
     )
 
 
@@ -51,17 +94,24 @@ class BatchRequest(BaseModel):
 
 
 class RedriveFilter(BaseModel):
-    """Which unresolved dead letters to redrive; an empty filter redrives all of them."""
+    """Which unresolved dead letters to redrive; an empty filter matches all of them.
+
+    One request handles at most `HERALD_API_MAX_REDRIVE` of them, oldest first; when more match,
+    the response's `next_cursor` goes here in the next request, with the same filter.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    channel: str | None = Field(default=None, description="Only this channel's dead letters.")
-    reason: str | None = Field(default=None, description="Only dead letters with this reason.")
+    channel: Line | None = Field(default=None, description="Only this channel's dead letters.")
+    reason: Line | None = Field(default=None, description="Only dead letters with this reason.")
     since: AwareDatetime | None = Field(
         default=None, description="Only those dead-lettered at or after this instant."
     )
     until: AwareDatetime | None = Field(
         default=None, description="Only those dead-lettered before this instant."
+    )
+    cursor: str | None = Field(
+        default=None, description="`next_cursor` of the previous response: continue after it."
     )
 
 
@@ -165,9 +215,24 @@ class DeadLetterPage(BaseModel):
 
 
 class RedriveResult(BaseModel):
+    """What one bulk redrive request did with the dead letters it examined."""
+
     redriven: int
     ids: list[UUID] = Field(description="The dead letters redriven.")
     notification_ids: list[UUID] = Field(description="Their notifications, queued again.")
+    skipped: int = Field(
+        description=(
+            "Dead letters left unresolved because their notification is not `failed` (it was "
+            "sent or queued again since): discard them."
+        )
+    )
+    skipped_ids: list[UUID] = Field(description="The dead letters skipped.")
+    next_cursor: str | None = Field(
+        description=(
+            "More dead letters may match: send the same filter with this `cursor` to go on. "
+            "Null when every matching dead letter was examined."
+        )
+    )
 
 
 class FieldError(BaseModel):

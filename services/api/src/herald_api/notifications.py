@@ -12,9 +12,11 @@ from uuid import UUID
 import asyncpg
 import structlog
 from aiohttp import web
+from asyncpg.pool import PoolConnectionProxy
 
 from herald_common import outbox
 from herald_common.batching import Batcher
+from herald_common.db import is_bad_data
 from herald_common.outbox import OutboxMessage
 
 from .bodies import (
@@ -26,7 +28,8 @@ from .bodies import (
     request_hash,
 )
 from .broker import BrokerLink
-from .correlation import CORRELATION_ID
+from .correlation import stored_id
+from .database import Database
 from .deliveries import PendingMessage, delivery_message, traceparent_of
 from .errors import Conflict, FieldProblem, IdempotencyConflict, InvalidInput, NotFound
 from .metrics import ApiMetrics
@@ -146,53 +149,69 @@ def _pending_row(
 class NotificationStore:
     """Notifications in PostgreSQL, each committed together with its outbox message."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool[Any],
-        broker: BrokerLink,
-        metrics: ApiMetrics,
-        outbox_grace: float,
-    ) -> None:
-        self._pool = pool
+    def __init__(self, database: Database, broker: BrokerLink, metrics: ApiMetrics) -> None:
+        self._database = database
         self._broker = broker
         self._metrics = metrics
-        self._grace = outbox_grace
-        # Group commit: concurrent single POSTs share one transaction (one WAL flush).
-        self._inserts: Batcher[_PendingRow, int | None] = Batcher(self._insert_rows, max_size=500)
+        # Group commit: concurrent single POSTs share one transaction (one WAL flush). A row
+        # PostgreSQL refuses fails only its own request: the batch is split until it is found.
+        # Validation should leave no such row; if one slips through, its request alone gets a 500.
+        self._inserts: Batcher[_PendingRow, bool] = Batcher(
+            self._insert_rows, max_size=500, isolate=is_bad_data
+        )
 
     async def close(self) -> None:
         await self._inserts.close()
 
-    async def _insert_rows(self, rows: list[_PendingRow]) -> list[int | None]:
-        """Insert notifications and their outbox rows in one transaction; per row, its outbox
-        id, or None where its idempotency key was already taken."""
-        async with self._pool.acquire() as connection, connection.transaction():
-            inserted = await connection.fetch(
-                """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
-                       correlation_id, idempotency_key, request_hash, created_at, updated_at)
-                   SELECT i, c, r, ct::jsonb, m::jsonb, 'queued', ci, k, h, t, t
-                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                               $6::text[], $7::text[], $8::text[], $9::timestamptz[])
-                       AS x(i, c, r, ct, m, ci, k, h, t)
-                   ON CONFLICT (idempotency_key) DO NOTHING
-                   RETURNING id""",
-                [r.id for r in rows],
-                [r.channel for r in rows],
-                [r.recipient for r in rows],
-                [r.content for r in rows],
-                [r.metadata for r in rows],
-                [r.correlation_id for r in rows],
-                [r.idempotency_key for r in rows],
-                [r.request_hash for r in rows],
-                [r.created_at for r in rows],
-            )
-            won = {record["id"] for record in inserted}
-            fresh = [r for r in rows if r.id in won]
-            outbox_ids = await outbox.insert(
-                connection, [r.message for r in fresh], delay=self._grace
-            )
-        by_id = dict(zip([r.id for r in fresh], outbox_ids, strict=True))
-        return [by_id.get(r.id) for r in rows]
+    @staticmethod
+    async def _insert(
+        connection: PoolConnectionProxy[Any], rows: list[_PendingRow], delay: float
+    ) -> list[PendingMessage]:
+        """Insert notifications and their outbox rows (due after ``delay`` seconds) inside the
+        caller's transaction; returns the outbox messages of the rows inserted, in order (a row
+        whose idempotency key is already taken is not)."""
+        inserted = await connection.fetch(
+            """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
+                   correlation_id, idempotency_key, request_hash, created_at, updated_at)
+               SELECT i, c, r, ct::jsonb, m::jsonb, 'queued', ci, k, h, t, t
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::text[], $8::text[], $9::timestamptz[])
+                   AS x(i, c, r, ct, m, ci, k, h, t)
+               ON CONFLICT (idempotency_key) DO NOTHING
+               RETURNING id""",
+            [r.id for r in rows],
+            [r.channel for r in rows],
+            [r.recipient for r in rows],
+            [r.content for r in rows],
+            [r.metadata for r in rows],
+            [r.correlation_id for r in rows],
+            [r.idempotency_key for r in rows],
+            [r.request_hash for r in rows],
+            [r.created_at for r in rows],
+        )
+        won = {record["id"] for record in inserted}
+        fresh = [r for r in rows if r.id in won]
+        outbox_ids = await outbox.insert(connection, [r.message for r in fresh], delay=delay)
+        return [PendingMessage(o, r.message) for o, r in zip(outbox_ids, fresh, strict=True)]
+
+    async def _insert_rows(self, rows: list[_PendingRow]) -> list[bool]:
+        """Group-commit flush: insert ``rows`` in one transaction and start publishing them; per
+        row, True where it was inserted, False where its idempotency key was already taken.
+
+        Publishing is started here, not by the waiting requests, so that a request that went
+        away cannot leave reserved room behind.
+        """
+        handoff = self._broker.handoff(len(rows))
+        try:
+            async with self._database.transaction() as connection:
+                stored = await self._insert(connection, rows, handoff.delay)
+        except BaseException:
+            handoff.abandon()
+            raise
+        for pending in handoff.committed(stored):
+            self._broker.publish_later(pending)
+        won = {p.message.notification_id for p in stored}
+        return [r.id in won for r in rows]
 
     async def create(
         self,
@@ -219,13 +238,11 @@ class NotificationStore:
             idempotency_key=idempotency_key,
             request_hash=digest,
         )
-        outbox_id = await self._inserts.submit(row)
-        if outbox_id is None:
-            async with self._pool.acquire() as connection:
+        if not await self._inserts.submit(row):
+            async with self._database.connection() as connection:
                 return await self._replay(connection, idempotency_key, digest), True
         self._metrics.accepted.labels(request.channel).inc()
         log.debug("notification accepted", notification_id=str(id), channel=request.channel)
-        self._broker.publish_later(PendingMessage(outbox_id, row.message))
         return (
             AcceptedNotification(
                 id=id,
@@ -241,7 +258,7 @@ class NotificationStore:
 
     @staticmethod
     async def _replay(
-        connection: asyncpg.pool.PoolConnectionProxy[Any], key: str | None, digest: str
+        connection: PoolConnectionProxy[Any], key: str | None, digest: str
     ) -> AcceptedNotification:
         row = await connection.fetchrow(
             f"SELECT {_COLUMNS}, request_hash FROM notifications WHERE idempotency_key = $1", key
@@ -256,10 +273,18 @@ class NotificationStore:
         self,
         requests: list[NotificationRequest],
         *,
+        idempotency_key: str | None,
         correlation_id: str,
         traceparent: str | None,
-    ) -> list[AcceptedNotification]:
-        """Store a batch in one transaction (multi-row inserts), then publish it in one go."""
+    ) -> tuple[list[AcceptedNotification], bool]:
+        """Store a batch in one transaction (multi-row inserts), then publish it in one go;
+        (them, True) when the idempotency key replayed an earlier batch.
+
+        A keyed batch first inserts its key's row (``notification_batches``): a concurrent batch
+        with the same key waits for that transaction and then replays what it committed. The same
+        key with a different batch raises ``IdempotencyConflict``. Keys of batches and of single
+        notifications are separate.
+        """
         created_at = datetime.now(UTC)
         ids = [uuid.uuid4() for _ in requests]
         rows = [
@@ -274,16 +299,34 @@ class NotificationStore:
             )
             for id, r in zip(ids, requests, strict=True)
         ]
-        # One transaction for the whole batch; without idempotency keys every row is inserted.
-        outbox_ids = [o for o in await self._insert_rows(rows) if o is not None]
-        messages = [r.message for r in rows]
+        digest = request_hash(requests)
+        handoff = self._broker.handoff(len(rows))
+        try:
+            async with self._database.transaction() as connection:
+                won = idempotency_key is None or bool(
+                    await connection.fetchval(
+                        """INSERT INTO notification_batches (idempotency_key, request_hash,
+                               notification_ids)
+                           VALUES ($1, $2, $3) ON CONFLICT (idempotency_key) DO NOTHING
+                           RETURNING true""",
+                        idempotency_key,
+                        digest,
+                        ids,
+                    )
+                )
+                stored = await self._insert(connection, rows, handoff.delay) if won else []
+        except BaseException:
+            handoff.abandon()
+            raise
+        publish = handoff.committed(stored)
+        if not won:
+            async with self._database.connection() as connection:
+                return await self._replay_batch(connection, idempotency_key, digest), True
         for request in requests:
             self._metrics.accepted.labels(request.channel).inc()
         log.debug("notification batch accepted", notifications=len(requests))
-        await self._broker.publish(
-            [PendingMessage(o, m) for o, m in zip(outbox_ids, messages, strict=True)]
-        )
-        return [
+        await self._broker.publish(publish)
+        accepted = [
             AcceptedNotification(
                 id=id,
                 status="queued",
@@ -295,9 +338,32 @@ class NotificationStore:
             )
             for id, r in zip(ids, requests, strict=True)
         ]
+        return accepted, False
+
+    @staticmethod
+    async def _replay_batch(
+        connection: PoolConnectionProxy[Any], key: str | None, digest: str
+    ) -> list[AcceptedNotification]:
+        batch = await connection.fetchrow(
+            """SELECT request_hash, notification_ids FROM notification_batches
+               WHERE idempotency_key = $1""",
+            key,
+        )
+        if batch is None:  # the batch that took the key went away between the two statements
+            raise Conflict("a concurrent request with this Idempotency-Key changed; retry")
+        if batch["request_hash"] != digest:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different batch")
+        rows = await connection.fetch(
+            f"SELECT {_COLUMNS} FROM notifications WHERE id = ANY($1::uuid[])",
+            batch["notification_ids"],
+        )
+        by_id = {row["id"]: row for row in rows}
+        if len(by_id) != len(batch["notification_ids"]):
+            raise Conflict("the notifications this Idempotency-Key made are no longer stored")
+        return [_accepted(by_id[id]) for id in batch["notification_ids"]]
 
     async def get(self, id: UUID) -> NotificationDetail:
-        async with self._pool.acquire() as connection:
+        async with self._database.connection() as connection:
             row = await connection.fetchrow(
                 f"SELECT {_COLUMNS} FROM notifications WHERE id = $1", id
             )
@@ -331,11 +397,12 @@ class NotificationStore:
             query.add("channel = {0}", channel)
         query.after("created_at", cursor)
         limit_arg = query.limit_placeholder(limit)
-        rows = await self._pool.fetch(
-            f"""SELECT {_COLUMNS} FROM notifications {query.where()}
-                ORDER BY created_at DESC, id DESC LIMIT {limit_arg}""",
-            *query.args,
-        )
+        async with self._database.connection() as connection:
+            rows = await connection.fetch(
+                f"""SELECT {_COLUMNS} FROM notifications {query.where()}
+                    ORDER BY created_at DESC, id DESC LIMIT {limit_arg}""",
+                *query.args,
+            )
         items = [_notification(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -358,11 +425,12 @@ async def create_notification(request: web.Request) -> web.Response:
     settings: ApiSettings = request.app[API_SETTINGS]
     data = await read_json(request, settings.api_max_body_bytes)
     key = idempotency_key(request)
-    notification = parse_single(data)
+    correlation_id = stored_id(request)
+    notification = parse_single(data, settings.api_max_metadata_bytes)
     accepted, replayed = await request.app[NOTIFICATIONS].create(
         notification,
         idempotency_key=key,
-        correlation_id=request[CORRELATION_ID],
+        correlation_id=correlation_id,
         traceparent=traceparent_of(request),
     )
     headers = _location(accepted.id)
@@ -374,22 +442,19 @@ async def create_notification(request: web.Request) -> web.Response:
 async def create_batch(request: web.Request) -> web.Response:
     settings: ApiSettings = request.app[API_SETTINGS]
     data = await read_json(request, settings.api_max_body_bytes)
-    if idempotency_key(request) is not None:
-        raise InvalidInput(
-            [
-                FieldProblem(
-                    "Idempotency-Key",
-                    "not supported on batches; send keyed notifications one by one",
-                )
-            ]
-        )
-    notifications = parse_batch(data, settings.api_max_batch)
-    accepted = await request.app[NOTIFICATIONS].create_many(
+    key = idempotency_key(request)
+    correlation_id = stored_id(request)
+    notifications = parse_batch(data, settings.api_max_batch, settings.api_max_metadata_bytes)
+    accepted, replayed = await request.app[NOTIFICATIONS].create_many(
         notifications,
-        correlation_id=request[CORRELATION_ID],
+        idempotency_key=key,
+        correlation_id=correlation_id,
         traceparent=traceparent_of(request),
     )
-    return json_model(BatchAccepted(notifications=accepted), status=202)
+    body = BatchAccepted(notifications=accepted)
+    if replayed:
+        return json_model(body, headers={"Idempotent-Replayed": "true"})
+    return json_model(body, status=202)
 
 
 async def get_notification(request: web.Request) -> web.Response:

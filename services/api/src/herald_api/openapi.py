@@ -1,4 +1,10 @@
-"""The OpenAPI 3.1 document, generated from the request and response models."""
+"""The OpenAPI 3.1 document, generated from the request and response models.
+
+``paths`` below is the one table of the API's operations (``test_ops`` checks that it names every
+route the application serves), each with every response it can give: the errors any operation
+that reads the database can end in (503 with ``Retry-After``) and those of reading a body (400,
+413, 415, 422) are added by ``_reads_database`` and ``_reads_body``, so none is forgotten.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from .bodies import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
+from .correlation import CORRELATION_HEADER
 from .models import (
     NOTIFICATION_STATUSES,
     REQUEST_MODELS,
@@ -55,25 +63,52 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _problems(*statuses: int) -> dict[str, Any]:
-    descriptions = {
-        400: "The body is not JSON.",
-        404: "No such resource.",
-        409: "The request conflicts with the resource's state.",
-        413: "The body is too large.",
-        415: "The body is not application/json.",
-        422: "The request does not validate; `errors` lists every invalid field.",
+_PROBLEM_DESCRIPTIONS = {
+    400: "The body is not JSON in UTF-8.",
+    404: "No such resource.",
+    409: "The request conflicts with the resource's state.",
+    413: "The body is too large.",
+    415: "The body is not application/json.",
+    422: (
+        "The request does not validate (nothing was changed); `errors` names every invalid "
+        "field, such as `notifications[3].content.subject`."
+    ),
+    503: (
+        "The database is unavailable or every connection stayed busy: nothing was accepted "
+        "unless said otherwise; retry after `Retry-After` seconds."
+    ),
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before sending the request again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
     }
+}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
     return {
         str(status): {
-            "description": descriptions[status],
-            "headers": _CORRELATION_HEADER,
+            "description": _PROBLEM_DESCRIPTIONS[status],
+            "headers": {**_CORRELATION_HEADER, **(_RETRY_AFTER if status == 503 else {})},
             "content": {
                 PROBLEM_CONTENT_TYPE: {"schema": {"$ref": REF_TEMPLATE.format(model="Problem")}}
             },
         }
         for status in statuses
     }
+
+
+def _reads_database(operation: dict[str, Any]) -> dict[str, Any]:
+    """``operation``, answered 503 with ``Retry-After`` when the database fails it."""
+    return {**operation, "responses": {**operation["responses"], **_problems(503)}}
+
+
+def _reads_body(operation: dict[str, Any]) -> dict[str, Any]:
+    """``operation``, which reads a JSON body (and the database), with the errors of doing so."""
+    responses = {**operation["responses"], **_problems(400, 413, 415, 422)}
+    return _reads_database({**operation, "responses": responses})
 
 
 def _ok(description: str, schema: dict[str, Any], **extra_headers: Any) -> dict[str, Any]:
@@ -114,12 +149,25 @@ _TRACEPARENT = {
     "schema": {"type": "string"},
 }
 _CORRELATION = {
-    "name": "X-Correlation-Id",
+    "name": CORRELATION_HEADER,
     "in": "header",
     "required": False,
-    "description": "Returned on the response and stored with the notification; made up if absent.",
-    "schema": {"type": "string", "maxLength": 128},
+    "description": (
+        "Returned on the response, stored with the notification and carried into its messages "
+        "and mail headers; made up if absent. Printable ASCII without spaces (else 422)."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[!-~]+$"},
 }
+
+
+def _idempotency_key(description: str) -> dict[str, Any]:
+    return {
+        "name": IDEMPOTENCY_HEADER,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    }
 
 
 @functools.cache
@@ -144,143 +192,190 @@ def openapi_document() -> dict[str, Any]:
     location = {
         "Location": {"description": "The notification's URL.", "schema": {"type": "string"}}
     }
+    replayed = {
+        "Idempotent-Replayed": {
+            "description": "`true`: an earlier request with this Idempotency-Key made this.",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    }
     paths: dict[str, Any] = {
         "/v1/notifications": {
-            "post": {
-                "summary": "Accept a notification",
-                "operationId": "createNotification",
-                "parameters": [
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "description": (
+            "post": _reads_body(
+                {
+                    "summary": "Accept a notification",
+                    "operationId": "createNotification",
+                    "parameters": [
+                        _idempotency_key(
                             "Repeating a request with the same key and body returns the "
                             "notification it made (200); a different body is a 409."
                         ),
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        _CORRELATION,
+                        _TRACEPARENT,
+                    ],
+                    "requestBody": {"required": True, **_json(notification_request)},
+                    "responses": {
+                        "202": _ok(
+                            "Accepted: stored and queued.", ref(AcceptedNotification), **location
+                        ),
+                        "200": _ok(
+                            "The notification an earlier request with this Idempotency-Key made.",
+                            ref(AcceptedNotification),
+                            **location,
+                            **replayed,
+                        ),
+                        **_problems(409),
                     },
-                    _CORRELATION,
-                    _TRACEPARENT,
-                ],
-                "requestBody": {"required": True, **_json(notification_request)},
-                "responses": {
-                    "202": _ok(
-                        "Accepted: stored and queued.", ref(AcceptedNotification), **location
-                    ),
-                    "200": _ok(
-                        "The notification an earlier request with this Idempotency-Key made.",
-                        ref(AcceptedNotification),
-                        **location,
-                    ),
-                    **_problems(400, 409, 413, 415, 422),
-                },
-            },
-            "get": {
-                "summary": "List notifications, newest first",
-                "operationId": "listNotifications",
-                "parameters": [
-                    _query(
-                        "status",
-                        "Only this status.",
-                        {"type": "string", "enum": list(NOTIFICATION_STATUSES)},
-                    ),
-                    _query(
-                        "channel",
-                        "Only this channel.",
-                        {"type": "string", "enum": list(REQUEST_MODELS)},
-                    ),
-                    _LIMIT,
-                    _CURSOR,
-                ],
-                "responses": {
-                    "200": _ok("A page of notifications.", ref(NotificationPage)),
-                    **_problems(422),
-                },
-            },
+                }
+            ),
+            "get": _reads_database(
+                {
+                    "summary": "List notifications, newest first",
+                    "operationId": "listNotifications",
+                    "parameters": [
+                        _query(
+                            "status",
+                            "Only this status.",
+                            {"type": "string", "enum": list(NOTIFICATION_STATUSES)},
+                        ),
+                        _query(
+                            "channel",
+                            "Only this channel.",
+                            {"type": "string", "enum": list(REQUEST_MODELS)},
+                        ),
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                    "responses": {
+                        "200": _ok("A page of notifications.", ref(NotificationPage)),
+                        **_problems(422),
+                    },
+                }
+            ),
         },
         "/v1/notifications/batch": {
-            "post": {
-                "summary": "Accept many notifications at once (all or none)",
-                "operationId": "createNotificationBatch",
-                "parameters": [_CORRELATION, _TRACEPARENT],
-                "requestBody": {"required": True, **_json(ref(BatchRequest))},
-                "responses": {
-                    "202": _ok("Accepted, in the order of the request.", ref(BatchAccepted)),
-                    **_problems(400, 413, 415, 422),
-                },
-            },
+            "post": _reads_body(
+                {
+                    "summary": "Accept many notifications at once (all or none)",
+                    "description": (
+                        "One invalid notification rejects the whole batch (422, each problem "
+                        "named by index: `notifications[3].to`)."
+                    ),
+                    "operationId": "createNotificationBatch",
+                    "parameters": [
+                        _idempotency_key(
+                            "Repeating a batch with the same key and body returns the "
+                            "notifications it made, in order (200); a different body is a 409. "
+                            "Keys of batches and of single notifications are separate."
+                        ),
+                        _CORRELATION,
+                        _TRACEPARENT,
+                    ],
+                    "requestBody": {"required": True, **_json(ref(BatchRequest))},
+                    "responses": {
+                        "202": _ok("Accepted, in the order of the request.", ref(BatchAccepted)),
+                        "200": _ok(
+                            "The notifications an earlier batch with this Idempotency-Key made.",
+                            ref(BatchAccepted),
+                            **replayed,
+                        ),
+                        **_problems(409),
+                    },
+                }
+            ),
         },
         "/v1/notifications/{id}": {
-            "get": {
-                "summary": "A notification with its attempts and dead letters",
-                "operationId": "getNotification",
-                "parameters": [_ID],
-                "responses": {
-                    "200": _ok("The notification.", ref(NotificationDetail)),
-                    **_problems(404),
-                },
-            },
+            "get": _reads_database(
+                {
+                    "summary": "A notification with its attempts and dead letters",
+                    "operationId": "getNotification",
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": _ok("The notification.", ref(NotificationDetail)),
+                        **_problems(404),
+                    },
+                }
+            ),
         },
         "/v1/dead-letters": {
-            "get": {
-                "summary": "List dead letters, newest first (unresolved unless asked otherwise)",
-                "operationId": "listDeadLetters",
-                "parameters": [
-                    _query("channel", "Only this channel.", {"type": "string"}),
-                    _query("reason", "Only this reason.", {"type": "string"}),
-                    _query(
-                        "include_resolved",
-                        "Also list resolved ones.",
-                        {"type": "boolean", "default": False},
-                    ),
-                    _LIMIT,
-                    _CURSOR,
-                ],
-                "responses": {
-                    "200": _ok("A page of dead letters.", ref(DeadLetterPage)),
-                    **_problems(422),
-                },
-            },
+            "get": _reads_database(
+                {
+                    "summary": "List dead letters, newest first (unresolved ones unless told)",
+                    "operationId": "listDeadLetters",
+                    "parameters": [
+                        _query("channel", "Only this channel.", {"type": "string"}),
+                        _query("reason", "Only this reason.", {"type": "string"}),
+                        _query(
+                            "include_resolved",
+                            "Also list resolved ones.",
+                            {"type": "boolean", "default": False},
+                        ),
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                    "responses": {
+                        "200": _ok("A page of dead letters.", ref(DeadLetterPage)),
+                        **_problems(422),
+                    },
+                }
+            ),
         },
         "/v1/dead-letters/redrive": {
-            "post": {
-                "summary": "Redrive every unresolved dead letter the filter matches",
-                "operationId": "redriveDeadLetters",
-                "requestBody": {"required": True, **_json(ref(RedriveFilter))},
-                "responses": {
-                    "200": _ok("What was redriven.", ref(RedriveResult)),
-                    **_problems(400, 413, 415, 422),
-                },
-            },
+            "post": _reads_body(
+                {
+                    "summary": "Redrive the unresolved dead letters the filter matches",
+                    "description": (
+                        "Oldest first, at most `HERALD_API_MAX_REDRIVE` per request: while the "
+                        "response has a `next_cursor`, send the same filter with it as `cursor`. "
+                        "Dead letters whose notification is not `failed` are skipped (counted "
+                        "in `skipped`) and stay unresolved."
+                    ),
+                    "operationId": "redriveDeadLetters",
+                    "requestBody": {"required": True, **_json(ref(RedriveFilter))},
+                    "responses": {"200": _ok("What was redriven.", ref(RedriveResult))},
+                }
+            ),
         },
         "/v1/dead-letters/{id}": {
-            "get": {
-                "summary": "A dead letter",
-                "operationId": "getDeadLetter",
-                "parameters": [_ID],
-                "responses": {"200": _ok("The dead letter.", ref(DeadLetter)), **_problems(404)},
-            },
-            "delete": {
-                "summary": "Discard a dead letter (resolution `discarded`)",
-                "operationId": "discardDeadLetter",
-                "parameters": [_ID],
-                "responses": {
-                    "200": _ok("The discarded dead letter.", ref(DeadLetter)),
-                    **_problems(404, 409),
-                },
-            },
+            "get": _reads_database(
+                {
+                    "summary": "A dead letter",
+                    "operationId": "getDeadLetter",
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": _ok("The dead letter.", ref(DeadLetter)),
+                        **_problems(404),
+                    },
+                }
+            ),
+            "delete": _reads_database(
+                {
+                    "summary": "Discard a dead letter (resolution `discarded`)",
+                    "operationId": "discardDeadLetter",
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": _ok("The discarded dead letter.", ref(DeadLetter)),
+                        **_problems(404, 409),
+                    },
+                }
+            ),
         },
         "/v1/dead-letters/{id}/redrive": {
-            "post": {
-                "summary": "Queue the dead letter's notification again with a fresh attempt budget",
-                "operationId": "redriveDeadLetter",
-                "parameters": [_ID, _TRACEPARENT],
-                "responses": {
-                    "200": _ok("The dead letter, now resolved as `redriven`.", ref(DeadLetter)),
-                    **_problems(404, 409),
-                },
-            },
+            "post": _reads_database(
+                {
+                    "summary": "Queue the dead letter's failed notification again",
+                    "description": (
+                        "Starts a new attempt generation with a fresh attempt budget, numbered "
+                        "after every attempt made so far. 409 when the dead letter is already "
+                        "resolved or malformed, or its notification is not `failed`."
+                    ),
+                    "operationId": "redriveDeadLetter",
+                    "parameters": [_ID, _TRACEPARENT],
+                    "responses": {
+                        "200": _ok("The dead letter, now resolved as `redriven`.", ref(DeadLetter)),
+                        **_problems(404, 409),
+                    },
+                }
+            ),
         },
         "/healthz": {
             "get": {
@@ -291,11 +386,16 @@ def openapi_document() -> dict[str, Any]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: database and broker reachable",
+                "summary": "Readiness: the database is reachable",
+                "description": (
+                    "Only the database gates readiness: while the broker is down notifications "
+                    "are still accepted (the outbox holds them). The broker link is shown under "
+                    "`info`."
+                ),
                 "operationId": "readyz",
                 "responses": {
                     "200": _ok("Ready.", {"type": "object"}),
-                    "503": _ok("A dependency is unavailable.", {"type": "object"}),
+                    "503": _ok("The database is unavailable.", {"type": "object"}),
                 },
             }
         },

@@ -1,4 +1,4 @@
-"""Keyset pagination: opaque cursors over (timestamp DESC, id DESC) and the ``limit`` parameter."""
+"""Keyset pagination: opaque cursors over (timestamp, id), newest or oldest first, and ``limit``."""
 
 from __future__ import annotations
 
@@ -56,10 +56,12 @@ class KeysetQuery:
         self.conditions.append(condition.format(*placeholders))
         self.args.extend(args)
 
-    def after(self, column: str, cursor: str | None) -> None:
+    def after(self, column: str, cursor: str | None, *, ascending: bool = False) -> None:
+        """Only rows past ``cursor`` in the order (``column``, id), descending unless told."""
         if cursor is not None:
             at, id = decode_cursor(cursor)
-            self.add(f"({column}, id) < ({{0}}, {{1}})", at, id)
+            comparison = ">" if ascending else "<"
+            self.add(f"({column}, id) {comparison} ({{0}}, {{1}})", at, id)
 
     def where(self) -> str:
         return f"WHERE {' AND '.join(self.conditions)}" if self.conditions else ""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncpg
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from herald_common.db import is_outage
 
 from .errors import (
     ApiError,
@@ -15,6 +16,7 @@ from .errors import (
     InvalidInput,
     MalformedBody,
     NotFound,
+    Unavailable,
     UnsupportedMediaType,
 )
 from .models import FieldError, Problem
@@ -24,14 +26,9 @@ PROBLEM_BASE = "urn:herald:problem:"
 
 log = structlog.get_logger("herald_api.problems")
 
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-)
-"""Errors that mean the database cannot be reached right now: 503, try again later."""
+OUTAGE_RETRY_AFTER = 5
+"""Seconds a client is told to wait when PostgreSQL is failing: long enough not to add load to a
+database that is restarting or failing over, short enough to notice it is back."""
 
 # error class -> (status, title, type); the first matching class in the MRO wins.
 _KINDS: dict[type[ApiError], tuple[int, str, str]] = {
@@ -42,6 +39,7 @@ _KINDS: dict[type[ApiError], tuple[int, str, str]] = {
     NotFound: (404, "Not Found", "about:blank"),
     IdempotencyConflict: (409, "Idempotency key reused", f"{PROBLEM_BASE}idempotency-conflict"),
     Conflict: (409, "Conflict", f"{PROBLEM_BASE}conflict"),
+    Unavailable: (503, "Service Unavailable", f"{PROBLEM_BASE}unavailable"),
 }
 
 
@@ -82,28 +80,38 @@ def _http_problem(request: web.Request, exc: web.HTTPException) -> web.Response:
     )
 
 
+def _unavailable(error: Unavailable) -> web.Response:
+    return problem_response(problem_for(error), headers={"Retry-After": str(error.retry_after)})
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error a handler raises into ``application/problem+json``."""
+    """Turn every error a handler raises into ``application/problem+json``.
+
+    PostgreSQL failing (``is_outage``: unreachable, restarting, out of connections, a deadlock) is
+    a 503 with ``Retry-After``; anything else unexpected is a 500, which is a bug: every input a
+    client can send is rejected with a 4xx before it reaches the database.
+    """
     try:
         return await handler(request)
+    except Unavailable as exc:
+        log.warning("request refused", detail=exc.detail, path=request.path)
+        return _unavailable(exc)
     except ApiError as exc:
         return problem_response(problem_for(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return _http_problem(request, exc)
-    except UNAVAILABLE as exc:
-        log.warning("database unavailable", error=repr(exc), path=request.path)
-        return problem_response(
-            Problem(
-                status=503,
-                title="Service Unavailable",
-                detail="the database cannot be reached; nothing was accepted, try again",
-            ),
-            headers={"Retry-After": "1"},
-        )
-    except Exception:
+    except Exception as exc:
+        if is_outage(exc):
+            log.warning("database unavailable", error=repr(exc), path=request.path)
+            return _unavailable(
+                Unavailable(
+                    "the database is unavailable; try again (an Idempotency-Key makes it safe)",
+                    retry_after=OUTAGE_RETRY_AFTER,
+                )
+            )
         log.exception("request failed", method=request.method, path=request.path)
         return problem_response(
             Problem(

@@ -23,6 +23,40 @@ class ApiSettings(CommonSettings):
         ge=1,
         description="Most notifications one `POST /v1/notifications/batch` may carry.",
     )
+    api_max_metadata_bytes: int = Field(
+        default=16 * 1024,
+        ge=2,
+        description=(
+            "Largest `metadata` a notification may carry, in bytes of compact JSON; larger ones "
+            "are answered with 422. Metadata travels in every delivery message and database row."
+        ),
+    )
+    api_db_acquire_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        description=(
+            "Seconds a request waits for a free database connection before it is answered with "
+            "503 and `Retry-After` (nothing changed)."
+        ),
+    )
+    api_max_pending_publishes: int = Field(
+        default=2000,
+        ge=0,
+        description=(
+            "Most outbox messages the API publishes at once after commit (awaiting the broker's "
+            "confirm). Past it, as while the broker is down, new rows are stored due at once and "
+            "left to the dispatcher's relay (woken by NOTIFY), so a slow broker piles nothing up "
+            "in the API's memory. 0 leaves every message to the relay."
+        ),
+    )
+    api_max_redrive: int = Field(
+        default=500,
+        ge=1,
+        description=(
+            "Most dead letters one `POST /v1/dead-letters/redrive` examines; its `next_cursor` "
+            "continues after them."
+        ),
+    )
     outbox_grace: float = Field(
         default=10.0,
         ge=0,
