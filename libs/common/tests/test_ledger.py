@@ -172,3 +172,21 @@ async def test_a_waiting_copy_sees_the_lease_settle(pool: asyncpg.Pool[Any]) -> 
     await ledger.claim(pool, [_claim(other, redelivered=False, lease=0.2)])
     await asyncio.sleep(0.3)
     assert await ledger.lease_settled(pool, other, 1)
+
+
+async def test_a_send_that_lost_its_record_flags_the_attempt(pool: asyncpg.Pool[Any]) -> None:
+    """A holder past its lease sent, but a taker recorded a failure first: the failure stays on
+    record, and the attempt says it may have been delivered (a redrive marks its next try)."""
+    id = await _notification(pool)
+    await ledger.claim(pool, [_claim(id, redelivered=False)])
+    taker = RecordedResult(id, 1, "transient_failure", "421", "smtp", None, datetime.now(UTC))
+    holder = RecordedResult(id, 1, "sent", None, "smtp", "m-1", datetime.now(UTC))
+    await ledger.record(pool, [taker])
+    [earlier] = await ledger.record(pool, [holder])
+    assert earlier is not None
+    assert earlier.result == "transient_failure"
+    row = await pool.fetchrow(
+        "SELECT result, maybe_delivered FROM attempts WHERE notification_id = $1", id
+    )
+    assert row is not None
+    assert (row["result"], row["maybe_delivered"]) == ("transient_failure", True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -348,3 +349,31 @@ async def test_bulk_redrive_is_bounded_and_goes_on_with_a_cursor(
     assert await outbox_drained(pool) == 0
     bad = await client.post("/v1/dead-letters/redrive", json={"cursor": "not-a-cursor"})
     assert bad.status == 422
+
+
+async def test_a_redrive_numbers_past_a_dead_letter_that_was_never_claimed(
+    client: Client, pool: asyncpg.Pool[Any], work_queue: WorkQueue
+) -> None:
+    """Retry 3 was dead-lettered by the broker before anyone claimed it (no attempt row, the
+    count still 2): the new generation starts at 4, so its own dead letter is not taken for a
+    repeat of this one."""
+    notification = await _notification(client)
+    await work_queue.take(1)
+    id = await dead_letter(pool, notification, attempts=3, reason="delivery_limit")
+    await pool.execute("UPDATE notifications SET attempts = 2 WHERE id = $1", notification)
+    assert (await client.post(f"/v1/dead-letters/{id}/redrive")).status == 200
+    [message] = await work_queue.take(1)
+    assert message.headers[Headers.FIRST_ATTEMPT] == 4
+
+
+async def test_instants_out_of_range_are_a_422_not_a_500(client: Client) -> None:
+    edge = "9999-12-31T23:59:59-05:00"
+    cursor = base64.urlsafe_b64encode(f"{edge}|{uuid.uuid4()}".encode()).decode()
+    for response in (
+        await client.get("/v1/dead-letters", params={"cursor": cursor}),
+        await client.get("/v1/notifications", params={"cursor": cursor}),
+        await client.post("/v1/dead-letters/redrive", json={"since": edge}),
+        await client.post("/v1/dead-letters/redrive", json={"until": "0001-01-01T00:00:00+05:00"}),
+    ):
+        assert response.status == 422, await response.text()
+        assert response.content_type == "application/problem+json"

@@ -135,3 +135,34 @@ async def test_the_parked_queue_depth_is_watched(
     await publisher.close()
     assert await watch.check() == 2
     assert registry.get_sample_value("herald_parked_messages") == 2
+
+
+async def test_outcomes_the_broker_gave_up_on_are_still_applied(
+    pool: asyncpg.Pool[Any], amqp: AbstractRobustConnection, namespace: str
+) -> None:
+    """A readable outcome message past the outcomes queue's delivery limit (crashes, drains):
+    its outcomes still tell the truth, so they are applied, and the message is kept with the
+    broker's newest reason (not x-first-death-reason, which can be an older expiry)."""
+    sending = await notification(pool, status="sending")
+    topology = Topology(namespace)
+    async with running_consumers(pool, amqp, topology) as running:
+        await running.publisher.publish(
+            topology.dead_letter_exchange,
+            "outcomes",
+            json.dumps({"outcomes": [outcome_json(sending, 1, "sent")]}).encode(),
+            headers={
+                "x-first-death-reason": "expired",
+                "x-death": [
+                    {"reason": "delivery_limit", "queue": topology.outcomes_queue, "count": 1},
+                    {"reason": "expired", "queue": "somewhere", "count": 1},
+                ],
+            },
+        )
+        row: asyncpg.Record = await eventually(lambda: pool.fetchrow("SELECT * FROM dead_outcomes"))
+        status = await eventually(
+            lambda: pool.fetchval(
+                "SELECT status FROM notifications WHERE id = $1 AND status = 'sent'", sending
+            )
+        )
+    assert row["reason"] == "delivery_limit"
+    assert status == "sent"

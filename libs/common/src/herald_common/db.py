@@ -29,7 +29,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
     return pool
 
 
-_RETRYABLE_SQLSTATE_PREFIXES = ("08", "53", "55", "57", "58", "XX")
+_RETRYABLE_SQLSTATE_PREFIXES = ("08", "28", "3D", "53", "55", "57", "58", "XX")
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "25006"})
 
 
@@ -42,7 +42,8 @@ def is_outage(exc: BaseException) -> bool:
     intervention such as a shutdown or a statement timeout (57), an object not in the state
     needed (55: a database not accepting connections, a lock not available), system and internal
     errors (58, XX), a read-only transaction (25006: a connection still on a demoted primary
-    after a failover), serialization failures and deadlocks (40001, 40P01),
+    after a failover), a login refused or a database missing while a connection is opened (28,
+    3D: a credential rotation, a restore), serialization failures and deadlocks (40001, 40P01),
     socket errors, timeouts, and a connection the driver lost.
     """
     if isinstance(
@@ -56,5 +57,11 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def is_bad_data(exc: BaseException) -> bool:
-    """True when a statement failed because of what it carried, not because of an outage."""
-    return isinstance(exc, asyncpg.PostgresError | UnicodeError | ValueError) and not is_outage(exc)
+    """True when a statement failed because of a value it carried (SQLSTATE classes 22, data
+    exception, and 23, integrity constraint; or a value the driver could not encode): splitting
+    the batch isolates the item that carries it. Other errors (bugs) are neither."""
+    if isinstance(exc, UnicodeError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in ("22", "23")
+    return isinstance(exc, ValueError) and not is_outage(exc)

@@ -358,6 +358,18 @@ async def record(
                 [r.attempt for r in lost],
             )
             stored = {(row["notification_id"], row["attempt"]): _stored(row) for row in rows}
+            # A delivery that sent but lost the record (its lease ran out and a taker finished
+            # first): the recipient has the message whatever the stored result says, so the
+            # attempt is flagged, and a retry or a redrive after it is a possible duplicate.
+            sent_anyway = [r for r in lost if r.result == "sent"]
+            if sent_anyway:
+                await connection.execute(
+                    """UPDATE attempts a SET maybe_delivered = true
+                       FROM unnest($1::uuid[], $2::int[]) AS r(id, attempt)
+                       WHERE a.notification_id = r.id AND a.attempt = r.attempt""",
+                    [r.notification_id for r in sent_anyway],
+                    [r.attempt for r in sent_anyway],
+                )
     return [stored.get((r.notification_id, r.attempt)) for r in results]
 
 

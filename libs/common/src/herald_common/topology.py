@@ -35,8 +35,13 @@ from aio_pika.abc import AbstractChannel
 
 from .settings import CHANNELS, RetryPolicy
 
-DELIVERY_LIMIT = 10
-"""Redeliveries (consumer crashes, channel losses) before the broker dead-letters a message."""
+DELIVERY_LIMIT = 50
+"""Deliveries before the broker dead-letters a message. Herald never relies on it for poison: the
+channel runtime dead-letters what it cannot handle itself and the dispatcher never nacks with
+requeue. What counts towards it is consumer crashes, channel losses, drains at SIGTERM and
+``consumer_timeout`` closing a channel held through a long database outage, none of which says
+anything about the message; so the limit is high enough that those never fail a notification,
+and still ends a crash loop (a message that kills its consumer every time)."""
 
 PARKED_DELIVERY_LIMIT = 1_000_000
 """The terminal queue's limit: explicit (4.x would otherwise drop a parked message after 20

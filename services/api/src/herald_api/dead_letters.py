@@ -43,8 +43,10 @@ _COLUMNS = """id, notification_id, channel, reason, last_error, attempts, dead_l
     resolved_at, resolution"""
 
 # Requeues the failed notifications of the given open dead letters and resolves those. The new
-# generation starts after the highest attempt known: the count, or an attempt row numbered beyond
-# it (an attempt started but never counted). Callers hold both rows' locks.
+# generation starts after the highest attempt known: the count, an attempt row numbered beyond it
+# (an attempt started but never counted), or a dead letter's attempt (a message dead-lettered
+# before anyone claimed it: the broker's delivery limit). Reusing that number would make the new
+# generation's dead letter look like a repeat of the old one. Callers hold both rows' locks.
 _REQUEUE = """
     WITH chosen AS (
         SELECT id, notification_id, dead_lettered_at FROM dead_letters
@@ -54,7 +56,9 @@ _REQUEUE = """
         SET status = 'queued', failure_reason = NULL, next_attempt_at = NULL, updated_at = now(),
             first_attempt = 1 + GREATEST(
                 n.attempts,
-                (SELECT coalesce(max(a.attempt), 0) FROM attempts a WHERE a.notification_id = n.id)
+                (SELECT coalesce(max(a.attempt), 0) FROM attempts a WHERE a.notification_id = n.id),
+                (SELECT coalesce(max(d.attempts), 0) FROM dead_letters d
+                 WHERE d.notification_id = n.id)
             )
         FROM chosen c
         WHERE n.id = c.notification_id AND n.status = 'failed'

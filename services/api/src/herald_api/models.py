@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from herald_common.schemas import AttemptResult, EmailContent
 
@@ -113,6 +113,16 @@ class RedriveFilter(BaseModel):
     cursor: str | None = Field(
         default=None, description="`next_cursor` of the previous response: continue after it."
     )
+
+    @field_validator("since", "until")
+    @classmethod
+    def _representable(cls, value: datetime | None) -> datetime | None:
+        # An offset can push an instant at the calendar's ends out of range (9999-12-31T23:59
+        # -05:00): refuse it here rather than fail in PostgreSQL.
+        try:
+            return None if value is None else value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("instant out of range") from None
 
 
 # --- responses --------------------------------------------------------------------------------

@@ -177,6 +177,9 @@ class NotificationStore:
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                            $6::text[], $7::text[], $8::text[], $9::timestamptz[])
                    AS x(i, c, r, ct, m, ci, k, h, t)
+               -- Keys in one order: two group commits holding the same keys in different
+               -- orders would otherwise wait on each other's unique index entries (deadlock).
+               ORDER BY k NULLS LAST
                ON CONFLICT (idempotency_key) DO NOTHING
                RETURNING id""",
             [r.id for r in rows],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from .errors import FieldProblem, InvalidInput
@@ -26,8 +26,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         when = datetime.fromisoformat(at)
         if when.tzinfo is None:
             raise ValueError("naive timestamp")
-        return when, UUID(id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        # In UTC, inside the try: 0001-01-01T00:00+05:00 is a valid text whose instant is out
+        # of range, which PostgreSQL would refuse later with a 500.
+        return when.astimezone(UTC), UUID(id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput([FieldProblem("cursor", "not a cursor this API returned")]) from None
 
 

@@ -47,6 +47,10 @@ Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 MAX_ERROR_LENGTH = 1000
 DEAD_LETTERED_FROM = "herald-dead-lettered-from"
+STOP_TIMEOUT = 10.0
+"""Seconds a stop waits for messages being handled before closing the channel."""
+DISPATCHER_REASONS = frozenset({"malformed", "unstorable", "unhandled"})
+"""Reasons the dispatcher itself gives up on a message with (any other came from the broker)."""
 """Header naming the queue a message was given up from (our own: never ``x-``)."""
 
 
@@ -99,6 +103,7 @@ class Consumers:
         self._channel: AbstractChannel | None = None
         self._consumers: list[tuple[Any, str]] = []
         self._stopping = asyncio.Event()
+        self._handling: set[asyncio.Task[None]] = set()
         self._outcome_batches: Batcher[AttemptOutcome, None] = Batcher(
             self._apply, max_size=2000, isolate=is_bad_data
         )
@@ -160,6 +165,9 @@ class Consumers:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
         self._consumers.clear()
+        if self._handling:
+            # Let what is under way finish (a stop makes outage retries give up at once).
+            await asyncio.wait(set(self._handling), timeout=STOP_TIMEOUT)
         await self._outcome_batches.close()
         await self._dead_letters.close()
         if self._channel is not None:
@@ -170,7 +178,7 @@ class Consumers:
     # -- handling failures ----------------------------------------------------------------------
 
     def _guarded(self, give_up_to: _Destination, handle: Handler) -> Handler:
-        async def guarded(message: AbstractIncomingMessage) -> None:
+        async def run(message: AbstractIncomingMessage) -> None:
             try:
                 await handle(message)
             except Exception as exc:
@@ -181,12 +189,23 @@ class Consumers:
                 log.exception("could not handle a message; giving it up", queue=give_up_to.source)
                 await self._give_up(message, give_up_to, "unhandled", repr(exc))
 
+        async def guarded(message: AbstractIncomingMessage) -> None:
+            # aiormq cancels consumer callbacks when their channel closes (a broker blip): work
+            # already under way finishes in a task of its own instead of being cut off midway
+            # and redone from the start on the redelivery.
+            task = asyncio.create_task(run(message))
+            self._handling.add(task)
+            task.add_done_callback(self._handling.discard)
+            await asyncio.shield(task)
+
         return guarded
 
     async def _settle(self, step: Callable[[], Awaitable[T]], what: str) -> T | Exception:
-        """Run ``step`` until it is done or fails for another reason than an outage; that
-        failure is returned for the caller to handle. Outages are retried in place, holding the
-        message; a stop gives up (the message stays unacked and is redelivered)."""
+        """Run ``step`` until it is done or fails for its data (``is_bad_data``); that failure is
+        returned for the caller to handle. Everything else (outages, and errors that are neither,
+        which waiting may still cure) is retried in place, holding the message, rather than
+        parking what could still be stored; a stop gives up (the message stays unacked and is
+        redelivered)."""
         delay = 0.5
         while True:
             try:
@@ -194,9 +213,15 @@ class Consumers:
             except Exception as exc:
                 if self._stopping.is_set():
                     raise
-                if not is_outage(exc):
+                if is_bad_data(exc):
                     return exc
-                log.warning("could not store; retrying", what=what, error=repr(exc), retry_in=delay)
+                if is_outage(exc):
+                    log.warning(
+                        "could not store; retrying", what=what, error=repr(exc), retry_in=delay
+                    )
+                else:
+                    log.error("could not store (not an outage); retrying", what=what,
+                              error=repr(exc), retry_in=delay)  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
             delay = min(delay * 2, 10.0)
@@ -355,6 +380,14 @@ class Consumers:
 
     async def _on_dead_outcome(self, message: AbstractIncomingMessage) -> None:
         dead = read_dead_outcome(message)
+        if dead.reason not in DISPATCHER_REASONS:
+            # The broker gave up on a readable outcome message (its delivery limit, after
+            # crashes or drains of the dispatcher): its outcomes still tell the truth about their
+            # notifications, which would otherwise stay sending or retrying. Apply what reads;
+            # the fences make a repeat harmless.
+            parsed = parse_outcomes(message.body)
+            applied = await asyncio.gather(*(self._apply_one(o) for o in parsed.outcomes))
+            self._metrics.outcomes_applied.inc(sum(1 for f in applied if f is None))
         try:
             await self.store_dead_outcome(dead)
         except Unstorable as exc:

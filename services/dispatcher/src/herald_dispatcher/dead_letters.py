@@ -24,7 +24,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from herald_common.schemas import Headers
 from herald_common.text import safe_json, safe_text
 
-from .headers import header_text, stored_headers
+from .headers import broker_reason, header_text, stored_headers
 
 STORED = "stored"
 """The verdict on a letter that was stored (every other verdict says why it was not)."""
@@ -82,7 +82,7 @@ def read_dead_letter(message: AbstractIncomingMessage, channel: str) -> DeadLett
     reason = header_text(headers.get(Headers.DEAD_LETTER_REASON))
     if reason is None:
         # Dead-lettered by the broker (rejected, delivery_limit, expired).
-        reason = header_text(headers.get("x-first-death-reason")) or "unknown"
+        reason = broker_reason(headers)
     attempts: int | None = None
     with contextlib.suppress(TypeError, ValueError, KeyError):
         attempts = int(headers[Headers.ATTEMPT])

@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from herald_common.schemas import Headers
 from herald_common.text import safe_json, safe_text
 
-from .headers import header_text, stored_headers
+from .headers import broker_reason, header_text, stored_headers
 
 if TYPE_CHECKING:
     from herald_common.db import Executor
@@ -41,7 +41,7 @@ def read_dead_outcome(message: AbstractIncomingMessage) -> DeadOutcome:
     headers: dict[str, Any] = {str(k): v for k, v in (message.headers or {}).items()}
     reason = header_text(headers.get(Headers.DEAD_LETTER_REASON))
     if reason is None:
-        reason = header_text(headers.get("x-first-death-reason")) or "unknown"
+        reason = broker_reason(headers)
     at = datetime.now(UTC)
     with contextlib.suppress(KeyError, ValueError, TypeError):
         at = datetime.fromisoformat(str(header_text(headers[Headers.DEAD_LETTERED_AT])))

@@ -34,3 +34,14 @@ def stored_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     """Every header (the broker's ``x-death`` included) as clean JSON for a ``jsonb`` column."""
     result: dict[str, Any] = safe_json(_jsonable(dict(headers or {})))
     return result
+
+
+def broker_reason(headers: Mapping[str, Any]) -> str:
+    """Why the broker dead-lettered a message: the newest ``x-death`` entry's reason (the first
+    entry; ``x-first-death-reason`` keeps the oldest, e.g. a retry tier's ``expired``)."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list | tuple) and deaths and isinstance(deaths[0], Mapping):
+        reason = header_text(deaths[0].get("reason"))
+        if reason:
+            return reason
+    return header_text(headers.get("x-first-death-reason")) or "unknown"

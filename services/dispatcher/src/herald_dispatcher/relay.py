@@ -85,6 +85,9 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the pass, not after: a NOTIFY arriving during the pass (rows
+            # committed after its SELECT) must wake the next one instead of being lost.
+            self._wakeup.clear()
             try:
                 await self._listen()
                 published, failed = await outbox.relay_due(
@@ -111,6 +114,5 @@ class OutboxRelay:
                 log.info("relayed outbox messages", published=published)
             if published and published + failed == self._batch_size:
                 continue  # a full pass that got somewhere: more are probably due
-            self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_interval)
