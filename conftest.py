@@ -17,6 +17,10 @@ from tests.support.infra import Infra, servers
 from tests.support.smtp import FakeSmtp
 from tests.support.system import HeraldSystem
 
+# Fixtures of the fake providers' servers, for the channel packages' tests (a conftest.py under
+# services/channel-*/tests would share the module name "conftest" with this one for mypy).
+pytest_plugins = ["tests.support.fakes.push_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def _servers() -> Iterator[tuple[str, str]]:
@@ -99,18 +103,33 @@ def system_factory(
     """Builds the whole system (not started) around the test's fake SMTP server."""
     built: list[HeraldSystem] = []
 
-    def build(*, email_replicas: int = 2, **overrides: str) -> HeraldSystem:
-        delays = overrides.get("HERALD_EMAIL_RETRY_DELAYS", "1,5,30,120,600")
-        infra.uses_retry_policy(
-            herald_env["HERALD_NAMESPACE"],
-            RetryPolicy(
-                delays=tuple(float(d) for d in delays.split(",")),
-                max_attempts=1,
-                jitter=float(overrides.get("HERALD_RETRY_JITTER", "0.2")),
-            ),
-        )
+    def build(
+        *, email_replicas: int = 2, sms_replicas: int = 0, push_replicas: int = 0, **overrides: str
+    ) -> HeraldSystem:
+        # Every tier any channel may declare, so that the test's cleanup deletes it.
+        for variable in (
+            "HERALD_RETRY_DELAYS",
+            "HERALD_EMAIL_RETRY_DELAYS",
+            "HERALD_SMS_RETRY_DELAYS",
+            "HERALD_PUSH_RETRY_DELAYS",
+        ):
+            delays = overrides.get(variable, "1,5,30,120,600")
+            infra.uses_retry_policy(
+                herald_env["HERALD_NAMESPACE"],
+                RetryPolicy(
+                    delays=tuple(float(d) for d in delays.split(",")),
+                    max_attempts=1,
+                    jitter=float(overrides.get("HERALD_RETRY_JITTER", "0.2")),
+                ),
+            )
         system = HeraldSystem.build(
-            herald_env, fake_smtp, tmp_path, email_replicas=email_replicas, **overrides
+            herald_env,
+            fake_smtp,
+            tmp_path,
+            email_replicas=email_replicas,
+            sms_replicas=sms_replicas,
+            push_replicas=push_replicas,
+            **overrides,
         )
         built.append(system)
         return system

@@ -40,7 +40,7 @@ async def run(settings: EmailSettings) -> None:
             channel="email",
             settings=settings,
             retry_policy=settings.retry_policy(),
-            provider=InstantProvider(),
+            providers=[InstantProvider()],
             connection=resources.connection,
             pool=resources.pool,
             registry=resources.registry,

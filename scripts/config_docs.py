@@ -29,6 +29,8 @@ from pydantic_settings import BaseSettings
 
 from herald_api.settings import ApiSettings
 from herald_channel_email.settings import EmailSettings
+from herald_channel_push.settings import PushSettings
+from herald_channel_sms.settings import SmsSettings
 from herald_common.settings import CommonSettings, WorkerSettings
 from herald_dispatcher.settings import DispatcherSettings
 
@@ -53,12 +55,19 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "Every service",
         CommonSettings,
-        "`herald-api`, `herald-dispatcher`, `herald-channel-email` and `herald-migrate`",
+        "`herald-api`, `herald-dispatcher`, `herald-channel-email`, `herald-channel-push`, "
+        "`herald-channel-sms` and `herald-migrate`",
     ),
-    Section("Every channel service", WorkerSettings, "`herald-channel-email`"),
+    Section(
+        "Every channel service",
+        WorkerSettings,
+        "`herald-channel-email`, `herald-channel-push` and `herald-channel-sms`",
+    ),
     Section("API", ApiSettings, "`herald-api`"),
     Section("Dispatcher", DispatcherSettings, "`herald-dispatcher`"),
     Section("Email channel", EmailSettings, "`herald-channel-email`"),
+    Section("Push channel", PushSettings, "`herald-channel-push`"),
+    Section("SMS channel", SmsSettings, "`herald-channel-sms`"),
 )
 """The documented models, each after the models it extends."""
 
@@ -72,6 +81,7 @@ _SIMPLE_TYPES: dict[Any, str] = {
     float: "number",
     bool: "boolean",
     SecretStr: "string, secret",
+    Path: "path",
 }
 _PLURALS: dict[Any, str] = {str: "strings", int: "integers", float: "numbers"}
 

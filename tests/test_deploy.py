@@ -25,6 +25,8 @@ from pydantic_settings import BaseSettings
 
 from herald_api.settings import ApiSettings
 from herald_channel_email.settings import EmailSettings
+from herald_channel_push.settings import PushSettings
+from herald_channel_sms.settings import SmsSettings
 from herald_common.settings import CommonSettings
 from herald_dispatcher.settings import DispatcherSettings
 from scripts.config_docs import MODELS, env_name
@@ -38,6 +40,8 @@ SERVICE_SETTINGS: dict[str, type[BaseSettings]] = {
     "api": ApiSettings,
     "dispatcher": DispatcherSettings,
     "channel-email": EmailSettings,
+    "channel-push": PushSettings,
+    "channel-sms": SmsSettings,
 }
 """The settings model each Herald service of docker-compose.yml reads."""
 
@@ -45,6 +49,8 @@ HTTP_SETTINGS: dict[str, tuple[type[BaseSettings], str, str]] = {
     "api": (ApiSettings, "api_host", "api_port"),
     "dispatcher": (DispatcherSettings, "dispatcher_http_host", "dispatcher_http_port"),
     "channel-email": (EmailSettings, "email_http_host", "email_http_port"),
+    "channel-push": (PushSettings, "push_http_host", "push_http_port"),
+    "channel-sms": (SmsSettings, "sms_http_host", "sms_http_port"),
 }
 """Compose service -> (model, listen-address field, port field) of the HTTP port it serves."""
 
@@ -194,7 +200,7 @@ def test_channel_email_sends_to_the_mail_sink() -> None:
 
 
 def test_services_wait_for_broker_database_and_migrations() -> None:
-    for service in ("api", "dispatcher", "channel-email"):
+    for service in ("api", "dispatcher", "channel-email", "channel-push", "channel-sms"):
         depends = services()[service]["depends_on"]
         assert depends["rabbitmq"]["condition"] == "service_healthy"
         assert depends["postgres"]["condition"] == "service_healthy"
@@ -269,7 +275,14 @@ def test_procfile_runs_console_scripts_of_the_workspace() -> None:
         if line.strip() and not line.startswith("#"):
             name, _, text = line.partition(":")
             processes[name.strip()] = text.split()
-    assert set(processes) == {"api", "dispatcher", "email", "mailsink"}
+    assert set(processes) == {
+        "api",
+        "dispatcher",
+        "email",
+        "channel-push",
+        "channel-sms",
+        "mailsink",
+    }
     for name, command in processes.items():
         assert command[:2] == ["uv", "run"], name
         assert command[2] in scripts, f"{name}: {command[2]} is no console script"

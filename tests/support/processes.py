@@ -18,6 +18,8 @@ MODULES = {
     "api": "herald_api",
     "dispatcher": "herald_dispatcher",
     "channel-email": "herald_channel_email",
+    "channel-sms": "herald_channel_sms",
+    "channel-push": "herald_channel_push",
 }
 
 

@@ -34,10 +34,13 @@ class HeraldSystem:
         log_dir: Path,
         *,
         email_replicas: int = 2,
+        sms_replicas: int = 0,
+        push_replicas: int = 0,
         **overrides: str,
     ) -> HeraldSystem:
-        """The services around ``smtp``; channel-email runs as ``email_replicas`` processes on
-        one queue (``channel-email``, ``channel-email-2``, ...), as it is deployed."""
+        """The services around ``smtp``; each channel service runs as that many processes on
+        its queues (``channel-email``, ``channel-email-2``, ...), as it is deployed. SMS and
+        push are left out unless asked for."""
         api_port, dispatcher_port = free_port(), free_port()
         env = {
             **base_env,
@@ -56,18 +59,25 @@ class HeraldSystem:
             "api": ServiceProcess("api", env, api_port, log_dir),
             "dispatcher": ServiceProcess("dispatcher", env, dispatcher_port, log_dir),
         }
-        for replica in range(1, email_replicas + 1):
-            name = "channel-email" if replica == 1 else f"channel-email-{replica}"
-            port = free_port()
-            system.services[name] = ServiceProcess(
-                name, {**env, "HERALD_EMAIL_HTTP_PORT": str(port)}, port, log_dir,
-                kind="channel-email",
-            )  # fmt: skip
+        for kind, replicas, port_variable in (
+            ("channel-email", email_replicas, "HERALD_EMAIL_HTTP_PORT"),
+            ("channel-sms", sms_replicas, "HERALD_SMS_HTTP_PORT"),
+            ("channel-push", push_replicas, "HERALD_PUSH_HTTP_PORT"),
+        ):
+            for replica in range(1, replicas + 1):
+                name = kind if replica == 1 else f"{kind}-{replica}"
+                port = free_port()
+                system.services[name] = ServiceProcess(
+                    name, {**env, port_variable: str(port)}, port, log_dir, kind=kind
+                )
         return system
 
     @property
     def email_replicas(self) -> list[ServiceProcess]:
-        return [s for s in self.services.values() if s.kind == "channel-email"]
+        return self.replicas("channel-email")
+
+    def replicas(self, kind: str) -> list[ServiceProcess]:
+        return [s for s in self.services.values() if s.kind == kind]
 
     @property
     def api_url(self) -> str:

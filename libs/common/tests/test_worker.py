@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from herald_common.amqp import Publisher
 from herald_common.errors import PermanentError, TransientError
+from herald_common.providers import ProviderLimits
 from herald_common.schemas import EmailContent, EmailDelivery, Headers, OutcomeBatch
 from herald_common.settings import RetryPolicy, WorkerSettings
 from herald_common.topology import Topology
@@ -82,7 +83,7 @@ class Harness:
             channel="email",
             settings=settings,
             retry_policy=policy,
-            provider=self.provider,
+            providers=[self.provider],
             connection=self.amqp,
             pool=self.pool,
             registry=CollectorRegistry(),
@@ -416,7 +417,7 @@ async def test_the_provider_timeout_does_not_count_the_wait_for_a_slot(harness: 
         channel="email",
         settings=settings,
         retry_policy=RetryPolicy(delays=(0.2, 0.4), max_attempts=3),
-        provider=harness.provider,
+        providers=[harness.provider],
         connection=harness.amqp,
         pool=harness.pool,
         registry=CollectorRegistry(),
@@ -471,3 +472,100 @@ async def test_an_unexpected_error_dead_letters_the_delivery_instead_of_requeuei
     [outcome] = await harness.outcomes(1)
     assert (outcome.notification_id, outcome.result) == (fine.id, "sent")
     await harness.drain(harness.topology.work_queue("email"), expect=0)
+
+
+async def test_a_transient_failure_fails_over_to_the_next_provider_within_the_attempt(
+    harness: Harness,
+) -> None:
+    """Two providers in order: the first answers 451, the second sends. One attempt, sent by
+    the second, and its history names the first and why the attempt moved on."""
+    first, second = ScriptedProvider(name="first"), ScriptedProvider(name="second")
+    settings = WorkerSettings(namespace=harness.namespace, prefetch=16, provider_timeout=5)
+    harness.worker = ChannelWorker(
+        channel="email",
+        settings=settings,
+        retry_policy=RetryPolicy(delays=(0.2, 0.4), max_attempts=3),
+        providers=[first, second],
+        connection=harness.amqp,
+        pool=harness.pool,
+        registry=CollectorRegistry(),
+    )
+    await harness.worker.start()
+    delivery, permanent = await harness.notification(), await harness.notification()
+    first.script[str(delivery.id)] = ["transient"]
+    first.script[str(permanent.id)] = ["permanent"]
+    await harness.publish(delivery.model_dump_json().encode())
+    await harness.publish(permanent.model_dump_json().encode())
+    outcomes = {o.notification_id: o for o in await harness.outcomes(2)}
+    sent = outcomes[delivery.id]
+    assert (sent.attempt, sent.result, sent.provider) == (1, "sent", "second")
+    [row] = await harness.attempts(delivery.id)
+    assert row["provider"] == "second"
+    assert row["provider_hops"] == [{"provider": "first", "error": "451 try again later"}]
+    # A permanent failure says nothing about the next provider: no failover.
+    assert (outcomes[permanent.id].result, outcomes[permanent.id].provider) == (
+        "permanent_failure",
+        "first",
+    )
+    assert second.count(permanent.id) == 0
+
+
+@dataclass
+class OutageProvider(ScriptedProvider):
+    """Answers 503 while ``down``."""
+
+    down: bool = True
+
+    async def send(self, delivery: EmailDelivery) -> Receipt:
+        self.calls.append((str(delivery.id), asyncio.get_running_loop().time()))
+        if self.down:
+            raise TransientError("503 service unavailable")
+        return Receipt(provider=self.name, provider_message_id=f"msg-{delivery.id}")
+
+
+async def _consumers(harness: Harness) -> int:
+    channel = await harness.amqp.channel()
+    try:
+        declared = await channel.declare_queue(harness.topology.work_queue("email"), passive=True)
+        return int(declared.declaration_result.consumer_count or 0)
+    finally:
+        await channel.close()
+
+
+async def test_an_open_breaker_pauses_the_queue_and_burns_no_attempts(harness: Harness) -> None:
+    provider = OutageProvider(name="flaky")
+    limits = ProviderLimits(
+        timeout=5, breaker_failure_threshold=2, breaker_window=30, breaker_cooldown=1.5
+    )
+    harness.worker = ChannelWorker(
+        channel="email",
+        settings=WorkerSettings(namespace=harness.namespace, prefetch=16, provider_timeout=5),
+        retry_policy=RetryPolicy(delays=(0.2,), max_attempts=10),
+        providers=[provider],
+        connection=harness.amqp,
+        pool=harness.pool,
+        registry=CollectorRegistry(),
+        limits=lambda name: limits,
+    )
+    await harness.worker.start()
+    failing = [await harness.notification() for _ in range(2)]
+    for delivery in failing:
+        await harness.publish(delivery.model_dump_json().encode())
+    await _until(lambda: _zero(_consumers(harness)))  # two failures opened it: paused
+    calls_when_open = len(provider.calls)
+    waiting = [await harness.notification() for _ in range(3)]
+    for delivery in waiting:
+        await harness.publish(delivery.model_dump_json().encode())
+    await asyncio.sleep(0.5)
+    assert len(provider.calls) == calls_when_open  # nothing tried while open
+    provider.down = False
+    outcomes = await harness.outcomes(2 + 3 + 2)  # 2 retries + 5 sent (paused: within cooldown)
+    sent = {o.notification_id for o in outcomes if o.result == "sent"}
+    assert sent == {d.id for d in failing + waiting}
+    for delivery in waiting:
+        assert len(await harness.attempts(delivery.id)) == 1  # no attempt burned while open
+    assert await _consumers(harness) == 1  # resumed
+
+
+async def _zero(count: Any) -> bool:
+    return int(await count) == 0

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from herald_common.schemas import Headers, parse_delivery
+from herald_common.schemas import EmailDelivery, Headers, parse_delivery
 from services.api.tests.support import (
     Client,
     ClientFactory,
@@ -106,6 +106,7 @@ async def test_redrive_queues_again_with_a_fresh_budget(
     assert message.headers[Headers.ATTEMPT] == 6
     assert message.headers[Headers.FIRST_ATTEMPT] == 6
     delivery = parse_delivery(message.body, "email")
+    assert isinstance(delivery, EmailDelivery)
     assert delivery.id == notification
     assert delivery.metadata == {"k": "v"}
     assert delivery.content.subject == "Hello"

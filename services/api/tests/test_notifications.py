@@ -8,7 +8,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 
-from herald_common.schemas import Headers, parse_delivery
+from herald_common.schemas import EmailDelivery, Headers, parse_delivery
 from services.api.tests.support import Client, WorkQueue, count, email, outbox_drained
 
 
@@ -49,6 +49,7 @@ async def test_post_stores_publishes_and_clears_the_outbox(
     assert message.correlation_id == "corr-123"
     assert message.message_id == body["id"]
     delivery = parse_delivery(message.body, "email")
+    assert isinstance(delivery, EmailDelivery)
     assert str(delivery.id) == body["id"]
     assert delivery.to == "someone@example.com"
     assert delivery.content.subject == "Hello"

@@ -25,10 +25,15 @@ class TransientError(DeliveryError):
         provider: str | None = None,
         retry_after: float | None = None,
         maybe_delivered: bool = False,
+        provider_fault: bool = True,
     ) -> None:
         super().__init__(message, provider=provider)
         self.retry_after = retry_after
         self.maybe_delivered = maybe_delivered
+        self.provider_fault = provider_fault
+        """The provider is failing (counts towards its circuit breaker); False when the failure
+        is about this one recipient (an SMTP server deferring a mailbox, greylisting), which says
+        nothing about the provider's health."""
         """The provider may have accepted the message before failing (e.g. a timeout after the
         SMTP DATA was sent): the retry is then marked ``possible_duplicate``."""
 

@@ -34,6 +34,7 @@ conclude with that instead of its own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -313,6 +314,9 @@ class RecordedResult:
     provider_message_id: str | None
     finished_at: datetime
     maybe_delivered: bool = False
+    hops: tuple[tuple[str, str], ...] = ()
+    """(provider, why it moved on) for each provider tried before the one that decided."""
+    segments: int | None = None
 
 
 async def record(
@@ -326,11 +330,12 @@ async def record(
                SET finished_at = r.finished_at, result = r.result, error = r.error,
                    provider = COALESCE(r.provider, a.provider),
                    provider_message_id = r.provider_message_id,
-                   maybe_delivered = r.maybe_delivered
+                   maybe_delivered = r.maybe_delivered,
+                   provider_hops = r.hops::jsonb, segments = r.segments
                FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
-                           $6::text[], $7::timestamptz[], $8::bool[])
+                           $6::text[], $7::timestamptz[], $8::bool[], $9::text[], $10::int[])
                     AS r(id, attempt, result, error, provider, provider_message_id, finished_at,
-                         maybe_delivered)
+                         maybe_delivered, hops, segments)
                WHERE a.notification_id = r.id AND a.attempt = r.attempt
                  AND a.finished_at IS NULL
                RETURNING a.notification_id, a.attempt""",
@@ -342,6 +347,11 @@ async def record(
             [_clean(r.provider_message_id) for r in results],
             [r.finished_at for r in results],
             [r.maybe_delivered for r in results],
+            [
+                json.dumps([{"provider": p, "error": safe_text(e)} for p, e in r.hops])
+                for r in results
+            ],
+            [r.segments for r in results],
         )
         won = {(u["notification_id"], u["attempt"]) for u in updated}
         lost = [r for r in results if (r.notification_id, r.attempt) not in won]
@@ -387,3 +397,28 @@ async def lease_settled(pool: asyncpg.Pool[Any], notification_id: UUID, attempt:
         attempt,
     )
     return settled is None or settled
+
+
+async def renew(
+    pool: asyncpg.Pool[Any],
+    notification_id: UUID,
+    attempt: int,
+    token: UUID,
+    provider: str,
+    lease_seconds: float,
+) -> bool:
+    """Extend this delivery's lease for a call to the next provider (a failover); False when
+    the lease is no longer ours (another delivery took the attempt over) or it is finished."""
+    renewed: int | None = await pool.fetchval(
+        """UPDATE attempts
+           SET lease_expires_at = clock_timestamp() + make_interval(secs => $5), provider = $4
+           WHERE notification_id = $1 AND attempt = $2 AND claim_token = $3
+             AND finished_at IS NULL
+           RETURNING 1""",
+        notification_id,
+        attempt,
+        token,
+        provider,
+        lease_seconds,
+    )
+    return renewed is not None

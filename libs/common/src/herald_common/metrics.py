@@ -16,6 +16,10 @@ class WorkerMetrics:
     in_flight: Gauge
     dead_letters: Counter
     skipped: Counter
+    failovers: Counter
+    rate_limit_wait: Histogram
+    breaker_open: Gauge
+    queue_paused: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -49,6 +53,31 @@ class WorkerMetrics:
                 "herald_redeliveries_skipped_total",
                 "Deliveries acked without sending because the attempt was already done.",
                 ["channel"],
+                registry=registry,
+            ),
+            failovers=Counter(
+                "herald_failovers_total",
+                "Attempts moved from one provider to the next after a transient failure.",
+                ["channel", "from_provider", "to_provider"],
+                registry=registry,
+            ),
+            rate_limit_wait=Histogram(
+                "herald_rate_limit_wait_seconds",
+                "Time a delivery waited for its provider's rate limit.",
+                ["channel", "provider"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            breaker_open=Gauge(
+                "herald_breaker_open",
+                "1 while a provider's circuit breaker is open (0.5 half-open), else 0.",
+                ["channel", "provider"],
+                registry=registry,
+            ),
+            queue_paused=Gauge(
+                "herald_queue_paused",
+                "1 while a work queue is not consumed because every provider's breaker is open.",
+                ["channel", "queue"],
                 registry=registry,
             ),
         )

@@ -7,7 +7,7 @@ headers the runtime owns (see ``headers``), so the body stays exactly what the A
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -49,10 +49,84 @@ class EmailDelivery(DeliveryBase):
     content: EmailContent
 
 
-Delivery = EmailDelivery
-"""Union of the channels' delivery requests (grows with SMS and push)."""
+E164 = r"^\+[1-9][0-9]{6,14}$"
+"""A phone number in E.164 form; the API checks it fully with phonenumbers at acceptance."""
 
-DELIVERY_MODELS: dict[str, type[DeliveryBase]] = {"email": EmailDelivery}
+
+class SmsContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=1600, description="The message text.")
+
+
+class SmsDelivery(DeliveryBase):
+    channel: Literal["sms"] = "sms"
+    to: str = Field(pattern=E164, description="The recipient's number in E.164 form.")
+    content: SmsContent
+
+
+class PushContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=256, description="Notification title.")
+    body: str = Field(min_length=1, max_length=4000, description="Notification body.")
+    data: dict[str, Any] | None = Field(
+        default=None, description="Data for the app (FCM: string values only)."
+    )
+    image: str | None = Field(default=None, max_length=2048, description="Image URL.")
+    click_url: str | None = Field(
+        default=None, max_length=2048, description="URL opened when the notification is clicked."
+    )
+    ttl: int | None = Field(
+        default=None, ge=0, le=2419200, description="Seconds the push service keeps it."
+    )
+
+
+class FcmRecipient(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["fcm"] = "fcm"
+    token: str = Field(min_length=1, max_length=4096, description="FCM registration token.")
+
+
+class WebPushKeys(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    p256dh: str = Field(min_length=1, max_length=512)
+    auth: str = Field(min_length=1, max_length=512)
+
+
+class WebPushSubscription(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = Field(pattern=r"^https://", max_length=2048)
+    keys: WebPushKeys
+
+
+class WebPushRecipient(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["webpush"] = "webpush"
+    subscription: WebPushSubscription
+
+
+PushRecipient = Annotated[FcmRecipient | WebPushRecipient, Field(discriminator="provider")]
+
+
+class PushDelivery(DeliveryBase):
+    channel: Literal["push"] = "push"
+    to: PushRecipient
+    content: PushContent
+
+
+Delivery = EmailDelivery | SmsDelivery | PushDelivery
+"""Union of the channels' delivery requests."""
+
+DELIVERY_MODELS: dict[str, type[DeliveryBase]] = {
+    "email": EmailDelivery,
+    "sms": SmsDelivery,
+    "push": PushDelivery,
+}
 
 
 def parse_delivery(body: bytes, channel: str) -> Delivery:
@@ -67,7 +141,7 @@ def parse_delivery(body: bytes, channel: str) -> Delivery:
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
         )
         raise MalformedMessage(f"invalid {channel} delivery: {errors}") from None
-    assert isinstance(delivery, EmailDelivery)
+    assert isinstance(delivery, EmailDelivery | SmsDelivery | PushDelivery)
     return delivery
 
 

@@ -12,8 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-CHANNELS: tuple[str, ...] = ("email",)
-"""Channels Herald delivers today; the topology declares a work queue for each."""
+from .channels import CHANNELS as CHANNELS  # the registry is the source; re-exported
 
 
 def _split_commas(value: Any) -> Any:

@@ -1,9 +1,10 @@
 """Every exchange, queue and binding Herald uses, in one readable place.
 
-    notifications (topic) --"<channel>.<route>"--> <channel>             work queue (quorum)
-    <channel> --delivery limit (DLX)--> dead-letters (direct) --"<channel>"--> <channel>.dead
-    worker --republish on transient failure--> <channel>.retry.<delay>   TTL tier (quorum)
-    <channel>.retry.<delay> --TTL expiry (DLX "" -> "<channel>")--> <channel> work queue
+    notifications (topic) --"<key>.<lane>"--> <key>           work queue (quorum), one per key:
+                                                              email, sms, push.fcm, push.webpush
+    <key> --delivery limit (DLX)--> dead-letters (direct) --"<channel>"--> <channel>.dead
+    worker --republish on transient failure--> <key>.retry.<delay>   TTL tier (quorum)
+    <key>.retry.<delay> --TTL expiry (DLX "" -> "<key>")--> <key> work queue
     worker --permanent / exhausted (publish)--> dead-letters --"<channel>"--> <channel>.dead
     worker --outcome batch--> events (topic) --"outcome.<channel>"--> outcomes
     outcomes --delivery limit (DLX)--> dead-letters --"outcomes"--> outcomes.dead
@@ -33,6 +34,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
+from .channels import channel_of, queue_keys
 from .settings import CHANNELS, RetryPolicy
 
 DELIVERY_LIMIT = 50
@@ -100,14 +102,16 @@ class Topology:
         """Where messages end that even a dead-letter consumer could not take (terminal)."""
         return f"{self.namespace}.parked"
 
-    def work_queue(self, channel: str) -> str:
-        return f"{self.namespace}.{channel}"
+    def work_queue(self, queue_key: str) -> str:
+        """A work queue, by its key (``email``, ``sms``, ``push.fcm``: see ``channels``)."""
+        return f"{self.namespace}.{queue_key}"
 
     def dead_letter_queue(self, channel: str) -> str:
         return f"{self.namespace}.{channel}.dead"
 
-    def retry_queue(self, channel: str, delay: float) -> str:
-        return f"{self.namespace}.{channel}.retry.{_delay_label(delay)}"
+    def retry_queue(self, queue_key: str, delay: float) -> str:
+        """A retry tier of one work queue: it expires back into that queue."""
+        return f"{self.namespace}.{queue_key}.retry.{_delay_label(delay)}"
 
     @staticmethod
     def routing_key(channel: str, route: str = "default") -> str:
@@ -127,8 +131,9 @@ class Topology:
             "x-delivery-limit": self.delivery_limit,
         }
 
-    def work_queue_arguments(self, channel: str) -> dict[str, Any]:
-        return self._dead_lettering_to(self.dead_letter_exchange, channel)
+    def work_queue_arguments(self, queue_key: str) -> dict[str, Any]:
+        # Every work queue of a channel dead-letters into the channel's one .dead queue.
+        return self._dead_lettering_to(self.dead_letter_exchange, channel_of(queue_key))
 
     def outcomes_queue_arguments(self) -> dict[str, Any]:
         return self._dead_lettering_to(self.dead_letter_exchange, OUTCOMES_ROUTING_KEY)
@@ -142,11 +147,11 @@ class Topology:
     def parked_queue_arguments() -> dict[str, Any]:
         return {**_QUORUM, "x-delivery-limit": PARKED_DELIVERY_LIMIT}
 
-    def retry_queue_arguments(self, channel: str, delay: float) -> dict[str, Any]:
+    def retry_queue_arguments(self, queue_key: str, delay: float) -> dict[str, Any]:
         # Expired messages go through the default exchange straight to the work queue. Nothing
         # consumes a tier, so its delivery limit is never reached; it is explicit all the same.
         return {
-            **self._dead_lettering_to("", self.work_queue(channel)),
+            **self._dead_lettering_to("", self.work_queue(queue_key)),
             "x-message-ttl": round(delay * 1000),
         }
 
@@ -160,13 +165,13 @@ class Topology:
             self.outcomes_dead_letter_queue: self.dead_letter_queue_arguments(),
         }
         for channel in self.channels:
-            queues[self.work_queue(channel)] = self.work_queue_arguments(channel)
+            for key in queue_keys(channel):
+                queues[self.work_queue(key)] = self.work_queue_arguments(key)
             queues[self.dead_letter_queue(channel)] = self.dead_letter_queue_arguments()
         for channel, policy in (retry_policies or {}).items():
-            for delay in policy.tier_delays():
-                queues[self.retry_queue(channel, delay)] = self.retry_queue_arguments(
-                    channel, delay
-                )
+            for key in queue_keys(channel):
+                for delay in policy.tier_delays():
+                    queues[self.retry_queue(key, delay)] = self.retry_queue_arguments(key, delay)
         return queues
 
     def queue_names(self, retry_policies: dict[str, RetryPolicy] | None = None) -> list[str]:
@@ -191,10 +196,11 @@ class Topology:
             self.parked_queue, durable=True, arguments=self.parked_queue_arguments()
         )
         for name in self.channels:
-            work = await channel.declare_queue(
-                self.work_queue(name), durable=True, arguments=self.work_queue_arguments(name)
-            )
-            await work.bind(notifications, routing_key=f"{name}.#")
+            for key in queue_keys(name):
+                work = await channel.declare_queue(
+                    self.work_queue(key), durable=True, arguments=self.work_queue_arguments(key)
+                )
+                await work.bind(notifications, routing_key=f"{key}.#")
             dead = await channel.declare_queue(
                 self.dead_letter_queue(name),
                 durable=True,
@@ -215,12 +221,13 @@ class Topology:
     async def declare_retry_tiers(
         self, channel: AbstractChannel, channel_name: str, policy: RetryPolicy
     ) -> None:
-        for delay in policy.tier_delays():
-            await channel.declare_queue(
-                self.retry_queue(channel_name, delay),
-                durable=True,
-                arguments=self.retry_queue_arguments(channel_name, delay),
-            )
+        for key in queue_keys(channel_name):
+            for delay in policy.tier_delays():
+                await channel.declare_queue(
+                    self.retry_queue(key, delay),
+                    durable=True,
+                    arguments=self.retry_queue_arguments(key, delay),
+                )
 
     async def delete(
         self, channel: AbstractChannel, retry_policies: dict[str, RetryPolicy]

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -41,7 +42,10 @@ from prometheus_client import CollectorRegistry
 from . import ledger
 from .amqp import Publisher
 from .batching import Batcher
+from .breaker import CircuitBreaker
+from .channels import providers_for, queue_keys
 from .db import is_bad_data, is_outage
+from .disposition import dispose
 from .errors import (
     MalformedMessage,
     PermanentError,
@@ -50,40 +54,27 @@ from .errors import (
     UnroutableError,
 )
 from .metrics import WorkerMetrics
-from .schemas import AttemptOutcome, AttemptResult, Delivery, Headers, OutcomeBatch, parse_delivery
+from .providers import Provider, ProviderHandle, ProviderLimits, Receipt, default_limits
+from .ratelimit import ConsumerCountSource, SharedRateLimiter
+from .schemas import (
+    AttemptOutcome,
+    AttemptResult,
+    Delivery,
+    Disposition,
+    Headers,
+    OutcomeBatch,
+    parse_delivery,
+)
 from .settings import RetryPolicy, WorkerSettings
 from .text import safe_text
 from .topology import Topology
+
+__all__ = ["ChannelWorker", "Provider", "Receipt"]  # Provider and Receipt: for providers
 
 log = structlog.get_logger("herald.worker")
 T = TypeVar("T")
 
 MAX_ERROR_LENGTH = 1000
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What a provider returns when it accepted a notification."""
-
-    provider: str
-    provider_message_id: str | None = None
-
-
-class Provider(Protocol):
-    """A channel's way out. Raise ``TransientError`` or ``PermanentError``; return a receipt.
-
-    ``slot()`` waits for capacity (a pooled connection, a concurrency limit) and is not timed;
-    ``send`` runs inside it, bounded by the provider timeout, so deliveries queued behind a busy
-    pool never time out unsent.
-    """
-
-    name: str
-
-    def slot(self) -> contextlib.AbstractAsyncContextManager[object]: ...
-
-    async def send(self, delivery: Delivery) -> Receipt: ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -93,6 +84,18 @@ class _Attempt:
     first_number: int
     started_at: datetime
     possible_duplicate: bool
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """One delivery of a message: what arrived, from which work queue, and what it says."""
+
+    message: AbstractIncomingMessage
+    headers: dict[str, Any]
+    queue_key: str
+    delivery: Delivery
+    number: int
+    first_number: int
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class _Result:
     finished_at: datetime | None = None
     retry_after: float | None = None
     maybe_delivered: bool = False
+    segments: int | None = None
 
     @classmethod
     def stored(cls, stored: ledger.StoredResult) -> _Result:
@@ -136,7 +140,9 @@ LEASE_RECHECK_SECONDS = 1.0
 
 
 class ChannelWorker:
-    """Consumes one channel's work queue and delivers through a provider."""
+    """Consumes a channel's work queues and delivers through its providers, in order: a
+    transient failure (or an open breaker) moves the attempt to the next provider that serves
+    the queue (``channels.providers_for``)."""
 
     def __init__(
         self,
@@ -144,27 +150,34 @@ class ChannelWorker:
         channel: str,
         settings: WorkerSettings,
         retry_policy: RetryPolicy,
-        provider: Provider,
+        providers: Sequence[Provider[Any]],
         connection: AbstractRobustConnection,
         pool: asyncpg.Pool[Any],
         registry: CollectorRegistry,
+        limits: Callable[[str], ProviderLimits] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.channel = channel
         self._settings = settings
         self._policy = retry_policy
-        self._provider = provider
+        self._metrics = WorkerMetrics.create(registry)
+        self._breakers_changed = asyncio.Event()
+        handles = [self._handle_for(p, limits) for p in providers]
+        self._routes: dict[str, list[ProviderHandle]] = {}
+        for key in queue_keys(channel):
+            names = providers_for(key, [h.name for h in handles])
+            self._routes[key] = [h for h in handles if h.name in names]
+        self._counts: list[ConsumerCountSource] = []
+        self._watchers: list[asyncio.Task[None]] = []
         self._connection = connection
         self._pool = pool
-        self._metrics = WorkerMetrics.create(registry)
         self._clock = clock
         self._topology = Topology(settings.namespace)
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._active: dict[tuple[Any, int], asyncio.Task[Any]] = {}
         self._stopping = asyncio.Event()
         self._consume_channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
+        self._consumers: dict[str, tuple[AbstractQueue, str]] = {}
         self._publisher: Publisher | None = None
         self._claims: Batcher[ledger.Claim, ledger.ClaimDecision] | None = None
         self._results: Batcher[ledger.RecordedResult, ledger.StoredResult | None] | None = None
@@ -203,20 +216,23 @@ class ChannelWorker:
 
         self._consume_channel = await self._connection.channel()
         await self._consume_channel.set_qos(prefetch_count=self._settings.prefetch)
-        self._queue = await self._consume_channel.declare_queue(
-            self._topology.work_queue(self.channel),
-            durable=True,
-            arguments=self._topology.work_queue_arguments(self.channel),
-        )
-        self._consumer_tag = await self._queue.consume(self._on_message)
-        log.info("consuming", queue=self._queue.name, prefetch=self._settings.prefetch)
+        for key, route in self._routes.items():
+            if not route:
+                continue  # no configured provider serves this queue: leave it to its backlog
+            await self._consume(key)
+            names = [h.name for h in route]
+            log.info("consuming", queue=self._topology.work_queue(key),
+                     prefetch=self._settings.prefetch, providers=names)  # fmt: skip
+            self._watchers.append(asyncio.create_task(self._watch_breakers(key)))
+        await self._start_rate_limits()
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight deliveries finish (bounded), then close."""
         self._stopping.set()
-        if self._queue is not None and self._consumer_tag is not None:
+        for queue, tag in list(self._consumers.values()):
             with contextlib.suppress(Exception):
-                await self._queue.cancel(self._consumer_tag)
+                await queue.cancel(tag)
+        self._consumers.clear()
         if self._in_flight:
             log.info("draining", in_flight=len(self._in_flight))
             _, pending = await asyncio.wait(
@@ -230,6 +246,12 @@ class ChannelWorker:
         await self._release()
 
     async def _release(self) -> None:
+        for watcher in self._watchers:
+            watcher.cancel()
+        self._watchers = []
+        for source in self._counts:
+            await source.stop()
+        self._counts = []
         for batcher in (self._claims, self._results, self._outcomes):
             if batcher is not None:
                 await batcher.close()
@@ -241,11 +263,85 @@ class ChannelWorker:
                 await self._publisher.close()
         self._claims = self._results = self._outcomes = None
         self._consume_channel = self._publisher = None
-        self._queue = self._consumer_tag = None
+        self._consumers = {}
+
+    # -- providers: breakers, rate limits, pausing a queue ---------------------------------------
+
+    def _handle_for(
+        self, provider: Provider[Any], limits: Callable[[str], ProviderLimits] | None
+    ) -> ProviderHandle:
+        chosen = limits(provider.name) if limits else default_limits(self._settings)
+        gauge = self._metrics.breaker_open.labels(self.channel, provider.name)
+        gauge.set(0)
+
+        def changed(old: str, new: str) -> None:
+            gauge.set({"open": 1.0, "half_open": 0.5}.get(new, 0.0))
+            log.warning("provider breaker", provider=provider.name, state=new, was=old)
+            self._breakers_changed.set()
+
+        breaker = CircuitBreaker(
+            chosen.breaker_failure_threshold,
+            chosen.breaker_window,
+            chosen.breaker_cooldown,
+            name=provider.name,
+            on_change=changed,
+        )
+        return ProviderHandle(provider.name, provider, chosen, breaker=breaker)
+
+    async def _start_rate_limits(self) -> None:
+        """A provider's rate limit is its account's, for all instances together: each takes
+        its share, the limit divided by the live consumers of the queues it serves."""
+        for handle in {h.name: h for route in self._routes.values() for h in route}.values():
+            rate = handle.limits.rate_limit
+            if rate is None:
+                continue
+            queues = [self._topology.work_queue(k) for k, r in self._routes.items() if handle in r]
+            source = ConsumerCountSource(self._connection, queues)
+            await source.start()
+            self._counts.append(source)
+            handle.limiter = SharedRateLimiter(rate, handle.limits.rate_burst, source)
+
+    async def _consume(self, key: str) -> None:
+        assert self._consume_channel is not None
+        queue = await self._consume_channel.declare_queue(
+            self._topology.work_queue(key),
+            durable=True,
+            arguments=self._topology.work_queue_arguments(key),
+        )
+        tag = await queue.consume(functools.partial(self._on_message, key))
+        self._consumers[key] = (queue, tag)
+
+    async def _watch_breakers(self, key: str) -> None:
+        """While every provider a queue can use has its breaker open, consume nothing from it:
+        messages wait in the broker, no attempt is burned. Resume when one lets a trial in."""
+        route = self._routes[key]
+        while not self._stopping.is_set():
+            await self._breakers_changed.wait()
+            self._breakers_changed.clear()
+            if not all(h.open for h in route) or key not in self._consumers:
+                continue
+            queue, tag = self._consumers.pop(key)
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+            log.warning("every provider's breaker is open; queue paused", queue=queue.name)
+            self._metrics.queue_paused.labels(self.channel, key).set(1)
+            waits = [
+                asyncio.ensure_future(h.breaker.wait_until_trial()) for h in route if h.breaker
+            ]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+            if self._stopping.is_set():
+                return
+            await self._infra(lambda k=key: self._consume(k))  # type: ignore[misc]
+            self._metrics.queue_paused.labels(self.channel, key).set(0)
+            log.info("a provider's breaker is half-open; queue resumed", queue=queue.name)
 
     # -- per delivery ---------------------------------------------------------------------------
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, queue_key: str, message: AbstractIncomingMessage) -> None:
         if self._stopping.is_set():
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
@@ -253,15 +349,15 @@ class ChannelWorker:
         # aiormq cancels consumer callbacks when their channel closes (a broker blip). A send in
         # progress must not be cut off by that: it runs in a task of ours, which finishes and
         # records its result, so the redelivered copy replays it instead of sending again.
-        task = asyncio.create_task(self._process(message))
+        task = asyncio.create_task(self._process(queue_key, message))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         await asyncio.shield(task)
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process(self, queue_key: str, message: AbstractIncomingMessage) -> None:
         self._metrics.in_flight.labels(self.channel).inc()
         try:
-            await self._handle(message)
+            await self._handle(queue_key, message)
         except _InfrastructureError as exc:
             log.warning("requeueing after infrastructure failure", error=str(exc.__cause__ or exc))
             await self._requeue_later(message)
@@ -296,7 +392,7 @@ class ChannelWorker:
         with contextlib.suppress(Exception):
             await message.nack(requeue=True)
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, queue_key: str, message: AbstractIncomingMessage) -> None:
         headers = dict(message.headers or {})
         try:
             delivery = parse_delivery(message.body, self.channel)
@@ -321,33 +417,24 @@ class ChannelWorker:
             await asyncio.wait({earlier}, timeout=self._settings.shutdown_timeout)
         self._active[key] = asyncio.current_task()  # type: ignore[assignment]
         try:
-            await self._handle_claimed(message, headers, delivery, number, first_number)
+            await self._handle_claimed(
+                _Copy(message, headers, queue_key, delivery, number, first_number)
+            )
         finally:
             if self._active.get(key) is asyncio.current_task():
                 del self._active[key]
 
-    async def _handle_claimed(
-        self,
-        message: AbstractIncomingMessage,
-        headers: dict[str, Any],
-        delivery: Delivery,
-        number: int,
-        first_number: int,
-    ) -> None:
-        claim = ledger.Claim(
-            delivery.id,
-            number,
-            bool(message.redelivered),
-            self._provider.name,
-            token=uuid.uuid4(),
-            lease_seconds=self._settings.lease_seconds,
-            possible_duplicate=_header_flag(headers, Headers.MAYBE_DELIVERED),
-            first_attempt=first_number,
-        )
+    async def _handle_claimed(self, copy: _Copy) -> None:
+        message, delivery, number = copy.message, copy.delivery, copy.number
+        route = self._routes[copy.queue_key]
+        token = uuid.uuid4()
+        hops: list[tuple[str, str]] = []
         while True:
-            # The provider's slot is taken before the claim, so the lease (claim + provider call
-            # + record) never runs while the delivery queues for a connection.
-            async with self._provider.slot():
+            handle, skipped = await self._first_open(route)
+            # The provider's slot (and rate token) is taken before the claim, so the lease
+            # (claim + provider call + record) never runs while the delivery queues for them.
+            async with handle.provider.slot():
+                await self._await_rate(handle)
                 if self._stopping.is_set():
                     # Draining: what has not been claimed yet is left to the redelivery.
                     raise _InfrastructureError("stopping before the claim")
@@ -357,9 +444,22 @@ class ChannelWorker:
                     # would only race it.
                     log.debug("channel lost before the claim; leaving it to the redelivery")
                     return
-                decision = await self._infra(lambda: self._claims_batcher.submit(claim))
+                claim = ledger.Claim(
+                    delivery.id,
+                    number,
+                    bool(message.redelivered),
+                    handle.name,
+                    token=token,
+                    lease_seconds=self._lease_seconds(handle),
+                    possible_duplicate=_header_flag(copy.headers, Headers.MAYBE_DELIVERED),
+                    first_attempt=copy.first_number,
+                )
+                decision = await self._infra(functools.partial(self._claims_batcher.submit, claim))
                 if decision.action == "send":
-                    outcome = await self._deliver(delivery)
+                    hops = [(name, "breaker open") for name in skipped]
+                    outcome = await self._call(handle, delivery)
+                else:
+                    handle.release()
             if decision.action != "wait":
                 break
             # Another delivery holds a live lease on this attempt (the original, on a replica
@@ -374,22 +474,23 @@ class ChannelWorker:
             return
         if decision.action == "unknown":
             await self._dead_letter(
-                message.body, headers, "unknown_notification", decision.why, message
+                message.body, copy.headers, "unknown_notification", decision.why, message
             )
             await _ack(message)
             return
         if decision.action == "replay":
             assert decision.stored is not None
             stored = decision.stored
-            attempt = _Attempt(delivery, number, first_number, stored.started_at,
+            attempt = _Attempt(delivery, number, copy.first_number, stored.started_at,
                                stored.possible_duplicate)  # fmt: skip
             log.info("replaying a recorded result", result=stored.result)
-            await self._conclude(message, attempt, _Result.stored(stored))
+            await self._conclude(copy, attempt, _Result.stored(stored))
             return
 
         assert decision.started_at is not None
-        attempt = _Attempt(delivery, number, first_number, decision.started_at,
+        attempt = _Attempt(delivery, number, copy.first_number, decision.started_at,
                            decision.possible_duplicate)  # fmt: skip
+        outcome = await self._fail_over(copy, route, handle, token, outcome, hops)
         finished_at = self._clock()
         # From here on the provider has answered and its answer is only in memory: whatever
         # fails is retried in place until it is recorded (see ``_infra``), never dead-lettered.
@@ -398,6 +499,7 @@ class ChannelWorker:
                 ledger.RecordedResult(
                     delivery.id, number, outcome.result, outcome.error, outcome.provider,
                     outcome.provider_message_id, finished_at, outcome.maybe_delivered,
+                    tuple(hops), outcome.segments,
                 )
             ),
             after_send=True,
@@ -411,12 +513,76 @@ class ChannelWorker:
             recorded = _Result.stored(earlier)
             if outcome.result == "sent":
                 recorded = replace(recorded, maybe_delivered=True)
-            await self._conclude(message, attempt, recorded, after_send=True)
+            await self._conclude(copy, attempt, recorded, after_send=True)
             return
-        await self._conclude(message, attempt, _Result(
-            outcome.result, outcome.error, outcome.provider, outcome.provider_message_id,
-            finished_at, outcome.retry_after, outcome.maybe_delivered,
-        ), after_send=True)  # fmt: skip
+        await self._conclude(copy, attempt, replace(outcome, finished_at=finished_at),
+                             after_send=True)  # fmt: skip
+
+    async def _fail_over(
+        self,
+        copy: _Copy,
+        route: list[ProviderHandle],
+        handle: ProviderHandle,
+        token: uuid.UUID,
+        outcome: _Result,
+        hops: list[tuple[str, str]],
+    ) -> _Result:
+        """After a transient failure, try the route's next providers in order (skipping open
+        breakers), renewing the lease for each; ``hops`` collects why each was left. A failure
+        that may have reached the recipient marks what follows as a possible duplicate."""
+        maybe_delivered = outcome.maybe_delivered
+        for following in route[route.index(handle) + 1 :]:
+            if outcome.result != "transient_failure":
+                break
+            if not following.allows():
+                hops.append((following.name, "breaker open"))
+                continue
+            hops.append((handle.name, outcome.error or "transient failure"))
+            async with following.provider.slot():
+                await self._await_rate(following)
+                renewed = await self._infra(
+                    lambda f=following: ledger.renew(  # type: ignore[misc]
+                        self._pool, copy.delivery.id, copy.number, token, f.name,
+                        self._lease_seconds(f),
+                    )
+                )  # fmt: skip
+                if not renewed:
+                    # Another delivery took the attempt over (our lease ran out): stop here.
+                    following.release()
+                    hops.pop()
+                    break
+                log.info("failing over", from_provider=handle.name, to_provider=following.name,
+                         error=outcome.error)  # fmt: skip
+                self._metrics.failovers.labels(self.channel, handle.name, following.name).inc()
+                handle, outcome = following, await self._call(following, copy.delivery)
+            maybe_delivered = maybe_delivered or outcome.maybe_delivered
+        if len(hops) and outcome.result == "transient_failure":
+            # Every provider failed: the error names them all.
+            tried = "; ".join(f"{name}: {error}" for name, error in hops)
+            outcome = replace(outcome, error=_truncate(f"{tried}; {handle.name}: {outcome.error}"))
+        return replace(outcome, maybe_delivered=maybe_delivered)
+
+    async def _first_open(self, route: list[ProviderHandle]) -> tuple[ProviderHandle, list[str]]:
+        """The first provider of ``route`` whose breaker lets a call through, and the names of
+        those skipped before it. While every breaker is open the delivery is held here (not
+        nacked, no attempt burned) until one lets a trial through."""
+        while True:
+            skipped: list[str] = []
+            for handle in route:
+                if handle.allows():
+                    return handle, skipped
+                skipped.append(handle.name)
+            wait = min(h.retry_in() for h in route)
+            if await self._stopped_within(max(wait, 0.05)):
+                raise _InfrastructureError("stopping while every provider's breaker is open")
+
+    async def _await_rate(self, handle: ProviderHandle) -> None:
+        waited = await handle.acquire_rate()
+        if waited:
+            self._metrics.rate_limit_wait.labels(self.channel, handle.name).observe(waited)
+
+    def _lease_seconds(self, handle: ProviderHandle) -> float:
+        return handle.limits.timeout + self._settings.lease_margin
 
     async def _stopped_within(self, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -434,23 +600,24 @@ class ChannelWorker:
             ):
                 return
 
-    async def _deliver(self, delivery: Delivery) -> _Result:
-        """Call the provider (inside its slot), bounded by the provider timeout."""
-        provider = self._provider.name
+    async def _call(self, handle: ProviderHandle, delivery: Delivery) -> _Result:
+        """Call one provider (inside its slot), bounded by its timeout; feed its breaker."""
+        provider, timeout = handle.name, handle.limits.timeout
+        fault = True
         started = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(self._settings.provider_timeout):
-                receipt = await self._provider.send(delivery)
+            async with asyncio.timeout(timeout):
+                receipt = await handle.provider.send(delivery)
         except TransientError as exc:
             outcome = _Result("transient_failure", _truncate(str(exc)), exc.provider or provider,
                               retry_after=exc.retry_after,
                               maybe_delivered=exc.maybe_delivered)  # fmt: skip
+            fault = exc.provider_fault
         except PermanentError as exc:
             outcome = _Result("permanent_failure", _truncate(str(exc)), exc.provider or provider)
         except TimeoutError:
             # Cut off mid-call: the provider may have taken the message before it was cut.
-            outcome = _Result("transient_failure",
-                              f"provider timed out after {self._settings.provider_timeout}s",
+            outcome = _Result("transient_failure", f"{provider} timed out after {timeout}s",
                               provider, maybe_delivered=True)  # fmt: skip
         except Exception as exc:
             log.exception("provider raised an unexpected error; treating it as transient")
@@ -459,7 +626,9 @@ class ChannelWorker:
         else:
             message_id = receipt.provider_message_id
             outcome = _Result("sent", None, receipt.provider,
-                              None if message_id is None else safe_text(message_id))  # fmt: skip
+                              None if message_id is None else safe_text(message_id),
+                              segments=receipt.segments)  # fmt: skip
+        handle.record(outcome.result, provider_fault=fault)
         elapsed = asyncio.get_running_loop().time() - started
         used = outcome.provider or provider
         self._metrics.delivery_seconds.labels(self.channel, used).observe(elapsed)
@@ -468,26 +637,30 @@ class ChannelWorker:
 
     async def _conclude(
         self,
-        message: AbstractIncomingMessage,
+        copy: _Copy,
         attempt: _Attempt,
         outcome: _Result,
         *,
         after_send: bool = False,
     ) -> None:
+        message = copy.message
         result, error, provider = outcome.result, outcome.error, outcome.provider
         finished_at = outcome.finished_at or self._clock()
         next_attempt_at: datetime | None = None
-        if result == "sent":
-            disposition = "sent"
+        decided = dispose(
+            result,
+            attempt=attempt.number,
+            first_attempt=attempt.first_number,
+            policy=self._policy,
+            retry_after=outcome.retry_after,
+        )
+        if decided.kind == "sent":
             # Debug: a line per sent notification would cost more than the rest of the delivery;
             # the attempt row and the outcome event record it. Failures log at info and above.
             log.debug("sent", provider=provider, possible_duplicate=attempt.possible_duplicate)
-        elif result == "transient_failure" and (
-            attempt.number - attempt.first_number + 1 < self._policy.max_attempts
-        ):
-            disposition = "retry"
-            retry_number = attempt.number - attempt.first_number + 1
-            delay = self._policy.delay_for(retry_number, outcome.retry_after)
+        elif decided.kind == "retry":
+            assert decided.delay is not None
+            delay = decided.delay
             next_attempt_at = finished_at + timedelta(seconds=delay)
             headers = {
                 **_own_headers(message.headers or {}),
@@ -501,7 +674,7 @@ class ChannelWorker:
             await self._infra(
                 lambda: self._publisher_.publish(
                     "",
-                    self._topology.retry_queue(self.channel, delay),
+                    self._topology.retry_queue(copy.queue_key, delay),
                     message.body,
                     headers=headers,
                     message_id=message.message_id,
@@ -511,10 +684,11 @@ class ChannelWorker:
             )
             log.info("retry scheduled", delay=delay, error=error)
         else:
-            disposition = "dead_letter"
-            reason = "permanent_failure" if result == "permanent_failure" else "retries_exhausted"
-            await self._dead_letter(message.body, message.headers or {}, reason, error, message,
-                                    attempt=attempt.number, after_send=after_send)  # fmt: skip
+            assert decided.reason is not None
+            await self._dead_letter(message.body, message.headers or {}, decided.reason, error,
+                                    message, attempt=attempt.number,
+                                    after_send=after_send)  # fmt: skip
+        disposition: Disposition = decided.kind
         await self._infra(
             lambda: self._outcomes_batcher.submit(
                 AttemptOutcome(

@@ -15,7 +15,7 @@ from herald_common.settings import CHANNELS
 
 from .errors import BodyTooLarge, FieldProblem, InvalidInput, MalformedBody, UnsupportedMediaType
 from .hygiene import Loc, json_problems, line_problem, metadata_problems
-from .models import REQUEST_MODELS, NotificationRequest
+from .models import REQUEST_MODELS, NotificationRequest, PushNotificationRequest
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 255
@@ -135,6 +135,8 @@ def parse_notification(
         if found:  # a name pydantic could not report (a lone surrogate) is already named
             problems = [p for p in problems if p.field != (prefix or "body")]
         return _merge(found, problems)
+    if isinstance(parsed, PushNotificationRequest):
+        found = _merge(found, _located(prefix, list(parsed.problems())))
     return found or parsed
 
 

@@ -29,7 +29,7 @@ from herald_common.schemas import Headers
 from .bodies import parse_model, query_line, read_json
 from .broker import BrokerLink, Handoff
 from .database import Database
-from .deliveries import PendingMessage, delivery_message, traceparent_of
+from .deliveries import PendingMessage, delivery_message, recipient_value, traceparent_of
 from .errors import Conflict, FieldProblem, InvalidInput, NotFound
 from .models import DeadLetter, DeadLetterPage, RedriveFilter, RedriveResult
 from .notifications import parse_id
@@ -328,7 +328,7 @@ class DeadLetterStore:
             delivery_message(
                 id=row["id"],
                 channel=row["channel"],
-                to=row["recipient"],
+                to=recipient_value(row["channel"], row["recipient"]),
                 content=row["content"],
                 metadata=row["metadata"],
                 correlation_id=row["correlation_id"],

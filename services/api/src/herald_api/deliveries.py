@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +12,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import ValidationError
 
+from herald_common.channels import queue_key_of, queue_keys
 from herald_common.outbox import OutboxMessage
 from herald_common.schemas import DELIVERY_MODELS, Headers
 from herald_common.topology import Topology
@@ -34,11 +36,23 @@ def traceparent_of(request: web.Request) -> str | None:
     return value if _TRACEPARENT.match(value) else None
 
 
+def recipient_text(to: Any) -> str:
+    """The ``recipient`` column: an address or number as it is, a push recipient as JSON."""
+    return to if isinstance(to, str) else json.dumps(to, separators=(",", ":"), sort_keys=True)
+
+
+def recipient_value(channel: str, text: str) -> Any:
+    """The recipient as the API shows it and the delivery schema reads it."""
+    if len(queue_keys(channel)) > 1:  # routed by the recipient's kind: stored as JSON
+        return json.loads(text)
+    return text
+
+
 def delivery_message(
     *,
     id: UUID,
     channel: str,
-    to: str,
+    to: Any,
     content: Any,
     metadata: dict[str, Any],
     correlation_id: str | None,
@@ -76,7 +90,7 @@ def delivery_message(
         headers[Headers.TRACEPARENT] = traceparent
     return OutboxMessage(
         notification_id=id,
-        routing_key=Topology.routing_key(channel),
+        routing_key=Topology.routing_key(queue_key_of(channel, to)),
         body=delivery.model_dump_json().encode(),
         headers=headers,
         correlation_id=correlation_id,

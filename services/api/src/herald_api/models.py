@@ -6,7 +6,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    field_validator,
+)
 
 from herald_common.schemas import AttemptResult, EmailContent
 
@@ -20,6 +29,9 @@ Resolution = Literal["redriven", "discarded"]
 
 
 # --- requests ---------------------------------------------------------------------------------
+
+Recipient = str | dict[str, Any]
+"""An email address or phone number; a push recipient (`provider` and its token or subscription)."""
 
 
 METADATA_DESCRIPTION = (
@@ -76,10 +88,141 @@ class EmailNotificationRequest(BaseModel):
     )
 
 
-NotificationRequest = EmailNotificationRequest
-"""Union of the channels' requests (grows with SMS and push)."""
+def _e164(value: str) -> str:
+    """A phone number the carriers can reach, in E.164 (``+14155550123``): phonenumbers parses
+    and validates it against its numbering plan."""
+    if not value.startswith("+"):
+        raise ValueError("must be a phone number in E.164 form, starting with + and the country")
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number for its country's numbering plan")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
-REQUEST_MODELS: dict[str, type[NotificationRequest]] = {"email": EmailNotificationRequest}
+
+class SmsContentRequest(BaseModel):
+    """The text of an SMS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Text = Field(
+        min_length=1,
+        max_length=1600,
+        description="The message; no control characters but tab, LF and CR.",
+    )
+
+
+class SmsNotificationRequest(BaseModel):
+    """An SMS to send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Literal["sms"] = Field(description="The channel that delivers it.")
+    to: Annotated[Line, AfterValidator(_e164)] = Field(
+        max_length=32, description="Recipient's phone number in E.164 form (`+14155550123`)."
+    )
+    content: SmsContentRequest
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=METADATA_DESCRIPTION,
+        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
+    )
+
+
+class FcmRecipientRequest(BaseModel):
+    """A device registered with Firebase Cloud Messaging."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["fcm"]
+    token: Line = Field(min_length=1, max_length=4096, description="FCM registration token.")
+
+
+class WebPushKeysRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    p256dh: Line = Field(min_length=1, max_length=512, description="The browser's P-256 key.")
+    auth: Line = Field(min_length=1, max_length=512, description="The subscription's secret.")
+
+
+class WebPushSubscriptionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: Line = Field(
+        pattern=r"^https://", max_length=2048, description="The push service URL (https)."
+    )
+    keys: WebPushKeysRequest
+
+
+class WebPushRecipientRequest(BaseModel):
+    """A browser's Web Push subscription (as `PushSubscription.toJSON()` gives it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["webpush"]
+    subscription: WebPushSubscriptionRequest
+
+
+class PushContentRequest(BaseModel):
+    """What the notification shows, and data for the app."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Line = Field(min_length=1, max_length=256, description="Title: one line.")
+    body: Text = Field(min_length=1, max_length=4000, description="Body text.")
+    data: dict[str, Any] | None = Field(
+        default=None,
+        description="Data for the app; for FCM recipients every value must be a string.",
+        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
+    )
+    image: Line | None = Field(default=None, max_length=2048, description="Image URL.")
+    click_url: Line | None = Field(
+        default=None, max_length=2048, description="URL opened when it is clicked."
+    )
+    ttl: int | None = Field(
+        default=None, ge=0, le=2419200, description="Seconds the push service keeps it (≤ 28 d)."
+    )
+
+
+class PushNotificationRequest(BaseModel):
+    """A push notification to a device (FCM) or a browser (Web Push)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Literal["push"] = Field(description="The channel that delivers it.")
+    to: Annotated[
+        FcmRecipientRequest | WebPushRecipientRequest, Field(discriminator="provider")
+    ] = Field(description="The recipient; its `provider` picks the push provider.")
+    content: PushContentRequest
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=METADATA_DESCRIPTION,
+        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
+    )
+
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """What the schema cannot say: FCM's data is a map of strings to strings (anything else
+        FCM refuses), so for an FCM recipient every value must be a string."""
+        data = self.content.data
+        if isinstance(self.to, FcmRecipientRequest) and data:
+            return [
+                (("content", "data", key), "for an FCM recipient, data values must be strings")
+                for key, value in data.items()
+                if not isinstance(value, str)
+            ]
+        return []
+
+
+NotificationRequest = EmailNotificationRequest | SmsNotificationRequest | PushNotificationRequest
+"""Union of the channels' requests."""
+
+REQUEST_MODELS: dict[str, type[NotificationRequest]] = {
+    "email": EmailNotificationRequest,
+    "sms": SmsNotificationRequest,
+    "push": PushNotificationRequest,
+}
 """The request model of each channel the API accepts, by the value of ``channel``."""
 
 
@@ -134,7 +277,7 @@ class AcceptedNotification(BaseModel):
     id: UUID
     status: NotificationStatus
     channel: str
-    to: str
+    to: Recipient
     metadata: dict[str, Any]
     correlation_id: str | None
     created_at: datetime
@@ -142,6 +285,13 @@ class AcceptedNotification(BaseModel):
 
 class BatchAccepted(BaseModel):
     notifications: list[AcceptedNotification] = Field(description="In the order of the request.")
+
+
+class ProviderHop(BaseModel):
+    """A provider an attempt moved on from (failover), and why."""
+
+    provider: str
+    error: str
 
 
 class Attempt(BaseModel):
@@ -155,6 +305,13 @@ class Attempt(BaseModel):
     error: str | None
     provider_message_id: str | None
     possible_duplicate: bool
+    segments: int | None = Field(
+        default=None, description="SMS: the billable parts the provider split it into."
+    )
+    provider_hops: list[ProviderHop] = Field(
+        default_factory=list,
+        description="Providers tried before the one that decided, and why each was left.",
+    )
 
 
 class NotificationDeadLetter(BaseModel):
@@ -173,7 +330,7 @@ class Notification(BaseModel):
 
     id: UUID
     channel: str
-    to: str
+    to: Recipient
     content: dict[str, Any]
     metadata: dict[str, Any]
     status: NotificationStatus

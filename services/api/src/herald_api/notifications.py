@@ -30,7 +30,13 @@ from .bodies import (
 from .broker import BrokerLink
 from .correlation import stored_id
 from .database import Database
-from .deliveries import PendingMessage, delivery_message, traceparent_of
+from .deliveries import (
+    PendingMessage,
+    delivery_message,
+    recipient_text,
+    recipient_value,
+    traceparent_of,
+)
 from .errors import Conflict, FieldProblem, IdempotencyConflict, InvalidInput, NotFound
 from .metrics import ApiMetrics
 from .models import (
@@ -67,7 +73,7 @@ def _notification(row: asyncpg.Record) -> Notification:
     return Notification(
         id=row["id"],
         channel=row["channel"],
-        to=row["recipient"],
+        to=recipient_value(row["channel"], row["recipient"]),
         content=row["content"],
         metadata=row["metadata"],
         status=row["status"],
@@ -89,7 +95,7 @@ def _accepted(row: asyncpg.Record) -> AcceptedNotification:
         id=row["id"],
         status=row["status"],
         channel=row["channel"],
-        to=row["recipient"],
+        to=recipient_value(row["channel"], row["recipient"]),
         metadata=row["metadata"],
         correlation_id=row["correlation_id"],
         created_at=row["created_at"],
@@ -110,6 +116,11 @@ class _PendingRow:
     message: OutboxMessage
 
 
+def to_shown(to: Any) -> Any:
+    """A request's recipient as responses show it (push recipients as their JSON object)."""
+    return to if isinstance(to, str) else to.model_dump(mode="json")
+
+
 def _pending_row(
     request: NotificationRequest,
     *,
@@ -121,10 +132,12 @@ def _pending_row(
     request_hash: str | None,
 ) -> _PendingRow:
     """A notification's row values and its delivery message, ready for ``_insert_rows``."""
+    plain = isinstance(request.to, str)  # email, sms; push recipients are objects
+    to: Any = request.to if isinstance(request.to, str) else request.to.model_dump(mode="json")
     return _PendingRow(
         id=id,
         channel=request.channel,
-        recipient=request.to,
+        recipient=recipient_text(to),
         content=json.dumps(request.content.model_dump(mode="json")),
         metadata=json.dumps(request.metadata),
         correlation_id=correlation_id,
@@ -134,14 +147,16 @@ def _pending_row(
         message=delivery_message(
             id=id,
             channel=request.channel,
-            to=request.to,
-            content=request.content,
+            to=to,
+            content=request.content if plain else request.content.model_dump(mode="json"),
             metadata=request.metadata,
             correlation_id=correlation_id,
             created_at=created_at,
             attempt=1,
             traceparent=traceparent,
-            validated=True,
+            # Built from the request model that validated it; a push recipient is validated
+            # once more by the delivery schema (its request model is a different class).
+            validated=plain,
         ),
     )
 
@@ -251,7 +266,7 @@ class NotificationStore:
                 id=id,
                 status="queued",
                 channel=request.channel,
-                to=request.to,
+                to=to_shown(request.to),
                 metadata=request.metadata,
                 correlation_id=correlation_id,
                 created_at=created_at,
@@ -334,7 +349,7 @@ class NotificationStore:
                 id=id,
                 status="queued",
                 channel=r.channel,
-                to=r.to,
+                to=to_shown(r.to),
                 metadata=r.metadata,
                 correlation_id=correlation_id,
                 created_at=created_at,
@@ -374,7 +389,7 @@ class NotificationStore:
                 raise NotFound(f"no notification with id {id}")
             attempts = await connection.fetch(
                 """SELECT attempt, provider, started_at, finished_at, result, error,
-                          provider_message_id, possible_duplicate
+                          provider_message_id, possible_duplicate, segments, provider_hops
                    FROM attempts WHERE notification_id = $1 ORDER BY attempt""",
                 id,
             )

@@ -39,7 +39,7 @@ async def open_session(settings: EmailSettings, context: ssl.SSLContext | None) 
     client = aiosmtplib.SMTP(
         hostname=settings.email_smtp_host,
         port=settings.email_smtp_port,
-        timeout=settings.email_smtp_timeout,
+        timeout=settings.smtp_timeout,
         use_tls=mode is SmtpTls.IMPLICIT,
         # STARTTLS and login are done here rather than by connect(): given a username, connect()
         # logs in before a STARTTLS it was not told to require, sending the password in clear.

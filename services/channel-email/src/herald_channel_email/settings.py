@@ -1,13 +1,22 @@
+"""The email channel service's settings: the channel's own (``channel_settings_base``), the SMTP
+relay, SendGrid and the sandbox."""
+
 from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import NoDecode
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from herald_common.settings import RetryPolicy, WorkerSettings, check_delays
+from herald_common.channel_settings import ChannelSettingsBase, channel_settings_base
+
+if TYPE_CHECKING:
+    _Base = ChannelSettingsBase
+else:
+    _Base = channel_settings_base(
+        "email", http_port=8002, default_providers="smtp", providers=("smtp", "sendgrid", "sandbox")
+    )
 
 
 class SmtpTls(enum.StrEnum):
@@ -23,16 +32,19 @@ class SmtpTls(enum.StrEnum):
     """Plain text, even when the relay offers STARTTLS."""
 
 
-class EmailSettings(WorkerSettings):
-    """The email channel service and its SMTP provider."""
+class EmailSettings(_Base):
+    """The email channel service and its providers: an SMTP relay, SendGrid and the sandbox."""
 
-    email_http_host: str = Field(
-        default="127.0.0.1",
-        description="Address of the email service's /healthz, /readyz, /metrics.",
-    )
-    email_http_port: int = Field(
-        default=8002, ge=0, le=65535, description="Port of the email service's ops HTTP server."
-    )
+    if TYPE_CHECKING:
+        # Fields of the generated base, spelled out for type checkers (which see only
+        # ChannelSettingsBase); at run time they come from channel_settings_base.
+        email_http_host: str
+        email_http_port: int
+        email_providers: list[str]
+        email_retry_delays: list[float] | None
+        email_retry_max_attempts: int | None
+        email_smtp_timeout: float | None
+
     email_smtp_host: str = Field(default="127.0.0.1", description="SMTP relay host.")
     email_smtp_port: int = Field(default=8025, ge=1, le=65535, description="SMTP relay port.")
     email_smtp_username: str | None = Field(default=None, description="SMTP user, if any.")
@@ -59,9 +71,6 @@ class EmailSettings(WorkerSettings):
             "(for a private CA); unset: the system's."
         ),
     )
-    email_smtp_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds an SMTP command may take; longer is transient."
-    )
     email_smtp_connections: int = Field(
         default=32,
         ge=1,
@@ -70,14 +79,27 @@ class EmailSettings(WorkerSettings):
     email_from: str = Field(
         default="Herald <herald@localhost>", description="From header and envelope sender."
     )
-    email_retry_delays: Annotated[list[float] | None, NoDecode] = Field(
-        default=None, description="Email's retry tiers in seconds; HERALD_RETRY_DELAYS if unset."
-    )
-    email_retry_max_attempts: int | None = Field(
+    email_sendgrid_api_key: SecretStr | None = Field(
         default=None,
-        ge=1,
-        description="Email's attempt budget; HERALD_RETRY_MAX_ATTEMPTS if unset.",
+        description="SendGrid API key (with Mail Send access); required to use `sendgrid`.",
     )
+    email_sendgrid_base_url: str = Field(
+        default="https://api.sendgrid.com",
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="SendGrid's API address (change it for a test double).",
+    )
+    email_sandbox_dir: Path | None = Field(
+        default=None,
+        description="Directory where the `sandbox` provider writes each email as a JSON file "
+        "(made if missing); unset: it writes nothing.",
+    )
+
+    @property
+    def smtp_timeout(self) -> float:
+        """Seconds an SMTP command may take: the smtp provider's timeout
+        (``HERALD_EMAIL_SMTP_TIMEOUT``, else ``HERALD_PROVIDER_TIMEOUT``), which bounds the whole
+        send; no command can outlast the send it is part of."""
+        return self.email_smtp_timeout or self.provider_timeout
 
     @field_validator("email_smtp_tls_ca_file")
     @classmethod
@@ -87,22 +109,9 @@ class EmailSettings(WorkerSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
-    @field_validator("email_retry_delays", mode="before")
-    @classmethod
-    def _split_email_delays(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("email_retry_delays")
-    @classmethod
-    def _valid_email_delays(cls, value: list[float] | None) -> list[float] | None:
-        return check_delays(value)
-
-    def retry_policy(self) -> RetryPolicy:
-        base = super().retry_policy()
-        return RetryPolicy(
-            delays=tuple(self.email_retry_delays) if self.email_retry_delays else base.delays,
-            max_attempts=self.email_retry_max_attempts or base.max_attempts,
-            jitter=base.jitter,
-        )
+    @model_validator(mode="after")
+    def _sendgrid_key(self) -> EmailSettings:
+        # Checked here so that SendGrid listed without a key stops the service at start-up.
+        if "sendgrid" in self.email_providers and not self.email_sendgrid_api_key:
+            raise ValueError("email provider sendgrid needs HERALD_EMAIL_SENDGRID_API_KEY")
+        return self

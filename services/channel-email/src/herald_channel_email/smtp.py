@@ -113,7 +113,10 @@ class SmtpProvider:
             detail = f"{exc.code} {exc.message}"
             if exc.code >= 500:
                 raise PermanentError(f"recipient refused: {detail}", provider=self.name) from None
-            raise TransientError(f"recipient deferred: {detail}", provider=self.name) from None
+            # About this mailbox (full, greylisted), not the relay: the breaker must not open.
+            raise TransientError(
+                f"recipient deferred: {detail}", provider=self.name, provider_fault=False
+            ) from None
         except aiosmtplib.SMTPResponseException as exc:
             text = f"SMTP {exc.code} {exc.message}"
             if exc.code >= 500:

@@ -1,0 +1,1 @@
+"""herald-channel-push: push notifications through FCM and Web Push."""

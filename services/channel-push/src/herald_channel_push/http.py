@@ -1,0 +1,84 @@
+"""What both push providers do with HTTP: a client session of their own, Retry-After, and turning
+a failed request into the right transient error."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from herald_common.errors import TransientError
+
+MAX_ERROR_BODY = 500
+"""Characters of a provider's error body kept in an error message."""
+
+
+def new_session(*, connections: int, timeout: float) -> aiohttp.ClientSession:
+    """A session for one provider; create it inside the running loop (aiohttp binds it there).
+
+    ``timeout`` bounds each request as a whole, so a provider that stops answering fails the
+    request on its own clock, not only on the runtime's.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections),
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        headers={"User-Agent": "herald-channel-push"},
+    )
+
+
+def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date), or None."""
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def request_failed(
+    exc: aiohttp.ClientError | TimeoutError, *, provider: str, what: str, delivers: bool
+) -> TransientError:
+    """The transient error for a request that got no HTTP answer.
+
+    ``delivers``: the request carried the notification. Only a connection that was never made
+    proves that nothing was sent; after a timeout or a dropped connection the provider may have
+    taken the notification, so its retry is marked a possible duplicate.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return TransientError(f"{what}: cannot connect ({exc!r})", provider=provider)
+    if isinstance(exc, TimeoutError):
+        cause = "no answer in time"
+    else:
+        cause = f"connection failed ({type(exc).__name__}: {exc})"
+    if delivers:
+        return TransientError(
+            f"{what}: {cause}; it may have been delivered",
+            provider=provider,
+            maybe_delivered=True,
+        )
+    return TransientError(f"{what}: {cause}", provider=provider)
+
+
+def excerpt(text: str) -> str:
+    """A provider's error body, shortened for an error message."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_BODY else text[: MAX_ERROR_BODY - 1] + "…"
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """``text`` as a JSON object, or None when it is not one (an error page from a proxy)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
