@@ -50,8 +50,8 @@ infra: ## Start RabbitMQ and PostgreSQL unless they answer (Docker, else local s
 run: install ## Start RabbitMQ and PostgreSQL if needed, migrate, run every service (Ctrl-C stops)
 	scripts/dev-infra.sh
 	uv run herald-migrate
-	@mkdir -p var/mail
-	@echo "API on http://127.0.0.1:8000, mail stored under var/mail/; Ctrl-C stops everything"
+	@mkdir -p var/mail var/sms var/push
+	@echo "API on http://127.0.0.1:8000; what would be sent is stored under var/mail/, var/sms/ and var/push/; Ctrl-C stops everything"
 	uv run honcho start -f Procfile
 
 bench: install ## Measure throughput and latency on this machine (prints a table)
