@@ -510,6 +510,35 @@ async def test_a_transient_failure_fails_over_to_the_next_provider_within_the_at
     assert second.count(permanent.id) == 0
 
 
+async def test_failing_over_after_a_provider_that_may_have_delivered_marks_a_duplicate(
+    harness: Harness,
+) -> None:
+    """The first provider timed out after the hand-over (it may have delivered); the second
+    sends it too: the recipient may have it twice, and the attempt says so."""
+    first, second = ScriptedProvider(name="first"), ScriptedProvider(name="second")
+    harness.worker = ChannelWorker(
+        channel="email",
+        settings=WorkerSettings(namespace=harness.namespace, prefetch=16, provider_timeout=5),
+        retry_policy=RetryPolicy(delays=(0.2, 0.4), max_attempts=3),
+        providers=[first, second],
+        connection=harness.amqp,
+        pool=harness.pool,
+        registry=CollectorRegistry(),
+    )
+    await harness.worker.start()
+    delivery = await harness.notification()
+    first.script[str(delivery.id)] = ["handed over, then timed out"]
+    await harness.publish(delivery.model_dump_json().encode())
+    [outcome] = await harness.outcomes(1)
+    assert (outcome.result, outcome.provider, outcome.possible_duplicate) == (
+        "sent",
+        "second",
+        True,
+    )
+    [row] = await harness.attempts(delivery.id)
+    assert row["possible_duplicate"]
+
+
 @dataclass
 class OutageProvider(ScriptedProvider):
     """Answers 503 while ``down``."""

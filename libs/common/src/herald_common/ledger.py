@@ -266,7 +266,7 @@ async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecis
                    FROM unnest($1::uuid[], $2::int[], $4::uuid[], $5::float8[])
                         AS c(id, attempt, token, lease)
                    WHERE a.notification_id = c.id AND a.attempt = c.attempt
-                     AND a.finished_at IS NULL
+                     AND a.finished_at IS NULL AND a.lease_expires_at <= $3::timestamptz
                    RETURNING a.notification_id, a.attempt, a.claim_token""",
                 [c.notification_id for c in take_overs],
                 [c.attempt for c in take_overs],
@@ -406,12 +406,16 @@ async def renew(
     token: UUID,
     provider: str,
     lease_seconds: float,
+    *,
+    possible_duplicate: bool = False,
 ) -> bool:
-    """Extend this delivery's lease for a call to the next provider (a failover); False when
-    the lease is no longer ours (another delivery took the attempt over) or it is finished."""
+    """Extend this delivery's lease for a call to the next provider (a failover), marking the
+    attempt a possible duplicate when the provider left may have delivered; False when the lease
+    is no longer ours (another delivery took the attempt over) or the attempt is finished."""
     renewed: int | None = await pool.fetchval(
         """UPDATE attempts
-           SET lease_expires_at = clock_timestamp() + make_interval(secs => $5), provider = $4
+           SET lease_expires_at = clock_timestamp() + make_interval(secs => $5), provider = $4,
+               possible_duplicate = possible_duplicate OR $6
            WHERE notification_id = $1 AND attempt = $2 AND claim_token = $3
              AND finished_at IS NULL
            RETURNING 1""",
@@ -420,5 +424,6 @@ async def renew(
         token,
         provider,
         lease_seconds,
+        possible_duplicate,
     )
     return renewed is not None

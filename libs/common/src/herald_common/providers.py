@@ -80,6 +80,12 @@ class RateLimiter(Protocol):
     async def acquire(self) -> float: ...
 
 
+@dataclass(frozen=True)
+class Permit:
+    trial: bool
+    """This call is the breaker's half-open trial: if it is not made, it must be released."""
+
+
 @dataclass
 class ProviderHandle:
     """A provider as the runtime calls it."""
@@ -90,16 +96,21 @@ class ProviderHandle:
     breaker: Breaker | None = field(default=None)
     limiter: RateLimiter | None = field(default=None)
 
-    def allows(self) -> bool:
-        """May a call go to this provider now (its breaker closed, or a half-open trial)?"""
-        return self.breaker is None or self.breaker.allow()
+    def permit(self) -> Permit | None:
+        """A permit to call this provider now (its breaker closed, or the one half-open trial),
+        or None while its breaker is open."""
+        if self.breaker is None:
+            return Permit(trial=False)
+        # In half-open only one allow() is granted: this caller then holds the trial.
+        trial = self.breaker.state == "half_open"
+        return Permit(trial=trial) if self.breaker.allow() else None
 
     def retry_in(self) -> float:
         return 0.0 if self.breaker is None else self.breaker.retry_in()
 
-    def release(self) -> None:
-        """Give back a half-open trial ``allows`` granted but that was not made."""
-        if self.breaker is not None:
+    def release(self, permit: Permit) -> None:
+        """Give back a permit whose call was not made (only a trial needs giving back)."""
+        if permit.trial and self.breaker is not None:
             self.breaker.release()
 
     @property

@@ -54,7 +54,14 @@ from .errors import (
     UnroutableError,
 )
 from .metrics import WorkerMetrics
-from .providers import Provider, ProviderHandle, ProviderLimits, Receipt, default_limits
+from .providers import (
+    Permit,
+    Provider,
+    ProviderHandle,
+    ProviderLimits,
+    Receipt,
+    default_limits,
+)
 from .ratelimit import ConsumerCountSource, SharedRateLimiter
 from .schemas import (
     AttemptOutcome,
@@ -110,6 +117,8 @@ class _Result:
     retry_after: float | None = None
     maybe_delivered: bool = False
     segments: int | None = None
+    failed_over_after_maybe: bool = False
+    """Another provider was tried after one that may have delivered: a possible duplicate."""
 
     @classmethod
     def stored(cls, stored: ledger.StoredResult) -> _Result:
@@ -161,7 +170,13 @@ class ChannelWorker:
         self._settings = settings
         self._policy = retry_policy
         self._metrics = WorkerMetrics.create(registry)
-        self._breakers_changed = asyncio.Event()
+        # One event per work queue: a breaker change wakes the watcher of every queue it serves.
+        self._breakers_changed: dict[str, asyncio.Event] = {
+            key: asyncio.Event() for key in queue_keys(channel)
+        }
+        self._holding: dict[str, int] = dict.fromkeys(queue_keys(channel), 0)
+        """Deliveries of each queue held while every provider's breaker is open."""
+        self._queues: dict[str, AbstractQueue] = {}
         handles = [self._handle_for(p, limits) for p in providers]
         self._routes: dict[str, list[ProviderHandle]] = {}
         for key in queue_keys(channel):
@@ -216,19 +231,26 @@ class ChannelWorker:
 
         self._consume_channel = await self._connection.channel()
         await self._consume_channel.set_qos(prefetch_count=self._settings.prefetch)
+        # Rate limits before the first consumer: the first prefetch is throttled too.
+        await self._start_rate_limits()
         for key, route in self._routes.items():
             if not route:
-                continue  # no configured provider serves this queue: leave it to its backlog
+                # No configured provider serves this queue (e.g. HERALD_PUSH_PROVIDERS=fcm and a
+                # Web Push recipient): its messages wait in it until one is configured.
+                log.warning("no provider serves this queue; not consuming it",
+                            queue=self._topology.work_queue(key))  # fmt: skip
+                continue
             await self._consume(key)
             names = [h.name for h in route]
             log.info("consuming", queue=self._topology.work_queue(key),
                      prefetch=self._settings.prefetch, providers=names)  # fmt: skip
             self._watchers.append(asyncio.create_task(self._watch_breakers(key)))
-        await self._start_rate_limits()
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight deliveries finish (bounded), then close."""
         self._stopping.set()
+        for watcher in self._watchers:
+            watcher.cancel()  # before the consumers: a watcher must not resume one after this
         for queue, tag in list(self._consumers.values()):
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
@@ -264,6 +286,7 @@ class ChannelWorker:
         self._claims = self._results = self._outcomes = None
         self._consume_channel = self._publisher = None
         self._consumers = {}
+        self._queues = {}
 
     # -- providers: breakers, rate limits, pausing a queue ---------------------------------------
 
@@ -277,7 +300,9 @@ class ChannelWorker:
         def changed(old: str, new: str) -> None:
             gauge.set({"open": 1.0, "half_open": 0.5}.get(new, 0.0))
             log.warning("provider breaker", provider=provider.name, state=new, was=old)
-            self._breakers_changed.set()
+            for key, route in self._routes.items():
+                if any(h.name == provider.name for h in route):
+                    self._breakers_changed[key].set()
 
         breaker = CircuitBreaker(
             chosen.breaker_failure_threshold,
@@ -303,28 +328,56 @@ class ChannelWorker:
 
     async def _consume(self, key: str) -> None:
         assert self._consume_channel is not None
-        queue = await self._consume_channel.declare_queue(
-            self._topology.work_queue(key),
-            durable=True,
-            arguments=self._topology.work_queue_arguments(key),
-        )
+        queue = self._queues.get(key)
+        if queue is None:
+            # Declared once: the robust channel re-declares each queue object it has on every
+            # reconnect, so a pause and resume re-consumes on this one rather than adding more.
+            queue = await self._consume_channel.declare_queue(
+                self._topology.work_queue(key),
+                durable=True,
+                arguments=self._topology.work_queue_arguments(key),
+            )
+            self._queues[key] = queue
         tag = await queue.consume(functools.partial(self._on_message, key))
         self._consumers[key] = (queue, tag)
 
     async def _watch_breakers(self, key: str) -> None:
         """While every provider a queue can use has its breaker open, consume nothing from it:
-        messages wait in the broker, no attempt is burned. Resume when one lets a trial in."""
+        messages wait in the broker, no attempt is burned. Resume once a breaker lets a trial in
+        and no delivery of the queue is still held (those take the trials first), so that a
+        provider still down costs no more than the deliveries already held."""
         route = self._routes[key]
+        changed = self._breakers_changed[key]
         while not self._stopping.is_set():
-            await self._breakers_changed.wait()
-            self._breakers_changed.clear()
-            if not all(h.open for h in route) or key not in self._consumers:
-                continue
-            queue, tag = self._consumers.pop(key)
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
-            log.warning("every provider's breaker is open; queue paused", queue=queue.name)
-            self._metrics.queue_paused.labels(self.channel, key).set(1)
+            try:
+                await changed.wait()
+                changed.clear()
+                if not all(h.open for h in route) or key not in self._consumers:
+                    continue
+                queue, tag = self._consumers.pop(key)
+                with contextlib.suppress(Exception):
+                    await queue.cancel(tag)
+                log.warning("every provider's breaker is open; queue paused", queue=queue.name)
+                self._metrics.queue_paused.labels(self.channel, key).set(1)
+                await self._until_resumable(key, route)
+                if self._stopping.is_set():
+                    return
+                await self._consume(key)
+                self._metrics.queue_paused.labels(self.channel, key).set(0)
+                log.info("a provider's breaker lets calls through; queue resumed",
+                         queue=queue.name)  # fmt: skip
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A broker blip while resuming: try again shortly; never leave a queue paused
+                # for good because a watcher died.
+                log.exception("pausing or resuming a queue failed; trying again", queue=key)
+                if key not in self._consumers:
+                    changed.set()
+                await self._stopped_within(1.0)
+
+    async def _until_resumable(self, key: str, route: list[ProviderHandle]) -> None:
+        while not self._stopping.is_set():
             waits = [
                 asyncio.ensure_future(h.breaker.wait_until_trial()) for h in route if h.breaker
             ]
@@ -333,11 +386,11 @@ class ChannelWorker:
             finally:
                 for wait in waits:
                     wait.cancel()
-            if self._stopping.is_set():
+            while self._holding[key] and not all(h.open for h in route):
+                if await self._stopped_within(0.2):
+                    return
+            if not all(h.open for h in route):
                 return
-            await self._infra(lambda k=key: self._consume(k))  # type: ignore[misc]
-            self._metrics.queue_paused.labels(self.channel, key).set(0)
-            log.info("a provider's breaker is half-open; queue resumed", queue=queue.name)
 
     # -- per delivery ---------------------------------------------------------------------------
 
@@ -430,36 +483,45 @@ class ChannelWorker:
         token = uuid.uuid4()
         hops: list[tuple[str, str]] = []
         while True:
-            handle, skipped = await self._first_open(route)
-            # The provider's slot (and rate token) is taken before the claim, so the lease
-            # (claim + provider call + record) never runs while the delivery queues for them.
-            async with handle.provider.slot():
-                await self._await_rate(handle)
-                if self._stopping.is_set():
-                    # Draining: what has not been claimed yet is left to the redelivery.
-                    raise _InfrastructureError("stopping before the claim")
-                if _channel_lost(message):
-                    # Its channel closed while it queued for the slot: the broker has already
-                    # redelivered this message, and that copy does the work. Claiming here
-                    # would only race it.
-                    log.debug("channel lost before the claim; leaving it to the redelivery")
-                    return
-                claim = ledger.Claim(
-                    delivery.id,
-                    number,
-                    bool(message.redelivered),
-                    handle.name,
-                    token=token,
-                    lease_seconds=self._lease_seconds(handle),
-                    possible_duplicate=_header_flag(copy.headers, Headers.MAYBE_DELIVERED),
-                    first_attempt=copy.first_number,
-                )
-                decision = await self._infra(functools.partial(self._claims_batcher.submit, claim))
-                if decision.action == "send":
-                    hops = [(name, "breaker open") for name in skipped]
-                    outcome = await self._call(handle, delivery)
-                else:
-                    handle.release()
+            picked = await self._first_open(copy, route)
+            if picked is None:
+                return  # its channel closed while it was held: the redelivery does the work
+            handle, permit, skipped = picked
+            called = False
+            try:
+                # The provider's slot (and rate token) is taken before the claim, so the lease
+                # (claim + provider call + record) never runs while the delivery queues for them.
+                async with handle.provider.slot():
+                    await self._await_rate(handle)
+                    if self._stopping.is_set():
+                        # Draining: what has not been claimed yet is left to the redelivery.
+                        raise _InfrastructureError("stopping before the claim")
+                    if _channel_lost(message):
+                        # Its channel closed while it queued for the slot: the broker has
+                        # already redelivered this message, and that copy does the work.
+                        # Claiming here would only race it.
+                        log.debug("channel lost before the claim; leaving it to the redelivery")
+                        return
+                    claim = ledger.Claim(
+                        delivery.id,
+                        number,
+                        bool(message.redelivered),
+                        handle.name,
+                        token=token,
+                        lease_seconds=self._lease_seconds(handle),
+                        possible_duplicate=_header_flag(copy.headers, Headers.MAYBE_DELIVERED),
+                        first_attempt=copy.first_number,
+                    )
+                    decision = await self._infra(
+                        functools.partial(self._claims_batcher.submit, claim)
+                    )
+                    if decision.action == "send":
+                        hops = [(name, "breaker open") for name in skipped]
+                        called = True
+                        outcome = await self._call(handle, delivery)
+            finally:
+                if not called:
+                    handle.release(permit)
             if decision.action != "wait":
                 break
             # Another delivery holds a live lease on this attempt (the original, on a replica
@@ -490,7 +552,16 @@ class ChannelWorker:
         assert decision.started_at is not None
         attempt = _Attempt(delivery, number, copy.first_number, decision.started_at,
                            decision.possible_duplicate)  # fmt: skip
-        outcome = await self._fail_over(copy, route, handle, token, outcome, hops)
+        failed_over = await self._fail_over(copy, route, handle, token, outcome, hops)
+        if failed_over is None:
+            # Another delivery took the attempt over while this one moved between providers:
+            # its result will be the one on record. This copy is done.
+            await _ack(message)
+            return
+        outcome = failed_over
+        if outcome.failed_over_after_maybe:
+            # A provider may have taken the message before the next one sent it again.
+            attempt = replace(attempt, possible_duplicate=True)
         finished_at = self._clock()
         # From here on the provider has answered and its answer is only in memory: whatever
         # fails is retried in place until it is recorded (see ``_infra``), never dead-lettered.
@@ -526,55 +597,76 @@ class ChannelWorker:
         token: uuid.UUID,
         outcome: _Result,
         hops: list[tuple[str, str]],
-    ) -> _Result:
+    ) -> _Result | None:
         """After a transient failure, try the route's next providers in order (skipping open
         breakers), renewing the lease for each; ``hops`` collects why each was left. A failure
-        that may have reached the recipient marks what follows as a possible duplicate."""
+        that may have reached the recipient marks the attempt a possible duplicate once another
+        provider is tried. None when the lease was lost to another delivery meanwhile."""
         maybe_delivered = outcome.maybe_delivered
+        marked = False
         for following in route[route.index(handle) + 1 :]:
             if outcome.result != "transient_failure":
                 break
-            if not following.allows():
+            permit = following.permit()
+            if permit is None:
                 hops.append((following.name, "breaker open"))
                 continue
             hops.append((handle.name, outcome.error or "transient failure"))
-            async with following.provider.slot():
-                await self._await_rate(following)
-                renewed = await self._infra(
-                    lambda f=following: ledger.renew(  # type: ignore[misc]
-                        self._pool, copy.delivery.id, copy.number, token, f.name,
-                        self._lease_seconds(f),
-                    )
-                )  # fmt: skip
-                if not renewed:
-                    # Another delivery took the attempt over (our lease ran out): stop here.
-                    following.release()
-                    hops.pop()
-                    break
-                log.info("failing over", from_provider=handle.name, to_provider=following.name,
-                         error=outcome.error)  # fmt: skip
-                self._metrics.failovers.labels(self.channel, handle.name, following.name).inc()
-                handle, outcome = following, await self._call(following, copy.delivery)
+            called = False
+            try:
+                async with following.provider.slot():
+                    await self._await_rate(following)
+                    renew = functools.partial(
+                        ledger.renew, self._pool, copy.delivery.id, copy.number, token,
+                        following.name, self._lease_seconds(following),
+                        possible_duplicate=maybe_delivered,
+                    )  # fmt: skip
+                    if not await self._infra(renew, after_send=True):
+                        return None
+                    log.info("failing over", from_provider=handle.name,
+                             to_provider=following.name, error=outcome.error)  # fmt: skip
+                    self._metrics.failovers.labels(self.channel, handle.name,
+                                                   following.name).inc()  # fmt: skip
+                    marked = marked or maybe_delivered
+                    called = True
+                    handle, outcome = following, await self._call(following, copy.delivery)
+            finally:
+                if not called:
+                    following.release(permit)
             maybe_delivered = maybe_delivered or outcome.maybe_delivered
         if len(hops) and outcome.result == "transient_failure":
             # Every provider failed: the error names them all.
             tried = "; ".join(f"{name}: {error}" for name, error in hops)
             outcome = replace(outcome, error=_truncate(f"{tried}; {handle.name}: {outcome.error}"))
-        return replace(outcome, maybe_delivered=maybe_delivered)
+        return replace(outcome, maybe_delivered=maybe_delivered, failed_over_after_maybe=marked)
 
-    async def _first_open(self, route: list[ProviderHandle]) -> tuple[ProviderHandle, list[str]]:
-        """The first provider of ``route`` whose breaker lets a call through, and the names of
-        those skipped before it. While every breaker is open the delivery is held here (not
-        nacked, no attempt burned) until one lets a trial through."""
-        while True:
-            skipped: list[str] = []
-            for handle in route:
-                if handle.allows():
-                    return handle, skipped
-                skipped.append(handle.name)
-            wait = min(h.retry_in() for h in route)
-            if await self._stopped_within(max(wait, 0.05)):
-                raise _InfrastructureError("stopping while every provider's breaker is open")
+    async def _first_open(
+        self, copy: _Copy, route: list[ProviderHandle]
+    ) -> tuple[ProviderHandle, Permit, list[str]] | None:
+        """The first provider of ``route`` whose breaker lets a call through, its permit, and
+        the names of those skipped before it. While every breaker is open the delivery is held
+        here (not nacked, no attempt burned) until one lets a trial through; None when its
+        channel closed meanwhile (the broker has redelivered it)."""
+        held = False
+        try:
+            while True:
+                skipped: list[str] = []
+                for handle in route:
+                    permit = handle.permit()
+                    if permit is not None:
+                        return handle, permit, skipped
+                    skipped.append(handle.name)
+                if _channel_lost(copy.message):
+                    return None
+                if not held:
+                    held = True
+                    self._holding[copy.queue_key] += 1
+                wait = min(h.retry_in() for h in route)
+                if await self._stopped_within(max(wait, 0.05)):
+                    raise _InfrastructureError("stopping while every provider's breaker is open")
+        finally:
+            if held:
+                self._holding[copy.queue_key] -= 1
 
     async def _await_rate(self, handle: ProviderHandle) -> None:
         waited = await handle.acquire_rate()
