@@ -159,3 +159,15 @@ def email(to: str, subject: str = "Hello", **extra: Any) -> dict[str, Any]:
         "content": {"subject": subject, "text": f"Text of {subject}", "html": f"<p>{subject}</p>"},
         **extra,
     }
+
+
+def sms(to: str, text: str = "Hello from Herald", **extra: Any) -> dict[str, Any]:
+    return {"channel": "sms", "to": to, "content": {"text": text}, **extra}
+
+
+def push(
+    to: dict[str, Any], title: str = "Hello", body: str = "From Herald", **content: Any
+) -> dict[str, Any]:
+    """A push notification to ``to``: ``{"provider": "fcm", "token": ...}`` or
+    ``{"provider": "webpush", "subscription": {"endpoint": ..., "keys": {...}}}``."""
+    return {"channel": "push", "to": to, "content": {"title": title, "body": body, **content}}
