@@ -15,7 +15,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 @dataclass
 class BenchProcess(ServiceProcess):
-    """A ``ServiceProcess`` that runs any module (``bench.instant_channel``, ``bench.sink``)."""
+    """A ``ServiceProcess`` that runs any module (a service, ``bench.sink``)."""
 
     module: str = ""
     args: list[str] = field(default_factory=list)
