@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import CollectorRegistry
 
 from .amqp import connect
+from .backoff import Backoff
 from .db import create_pool
 from .ops import ReadinessCheck, start_ops_server
 from .settings import CommonSettings
@@ -45,22 +46,15 @@ async def retry_until_ready(
     what: str, attempt: Callable[[], Awaitable[T]], stopping: asyncio.Event
 ) -> T | None:
     """Call ``attempt`` until it succeeds (a dependency still starting), or until stopped."""
-    delay = 0.5
+    backoff = Backoff(first=0.5, cap=5.0)
     while not stopping.is_set():
         try:
             return await attempt()
-        except (TimeoutError, OSError, asyncpg.PostgresError, ConnectionError) as exc:
+        except Exception as exc:  # aio-pika raises its own connection errors, too
             log.warning(
-                "waiting for a dependency", dependency=what, error=repr(exc), retry_in=delay
+                "waiting for a dependency", dependency=what, error=repr(exc), retry_in=backoff.delay
             )
-        except Exception as exc:  # aio-pika raises its own connection errors
-            log.warning(
-                "waiting for a dependency", dependency=what, error=repr(exc), retry_in=delay
-            )
-        try:
-            await asyncio.wait_for(stopping.wait(), timeout=delay)
-        except TimeoutError:
-            delay = min(delay * 2, 5.0)
+        await backoff.wait(stopping)
     return None
 
 

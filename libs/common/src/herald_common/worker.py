@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry
 
 from . import ledger
 from .amqp import Publisher
+from .backoff import Backoff
 from .batching import Batcher
 from .breaker import CircuitBreaker
 from .channels import providers_for, queue_keys
@@ -856,7 +857,7 @@ class ChannelWorker:
         send (``after_send``) every error is retried, since the provider's answer must be
         recorded and acted on, not turned into a failure of a notification that may be sent.
         """
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 return await step()
@@ -877,10 +878,9 @@ class ChannelWorker:
                 failure = exc
             if self._stopping.is_set():
                 raise _InfrastructureError(str(failure)) from failure
-            log.warning("infrastructure failing; retrying", error=str(failure), retry_in=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-            delay = min(delay * 2, 10.0)
+            log.warning("infrastructure failing; retrying", error=str(failure),
+                        retry_in=backoff.delay)  # fmt: skip
+            await backoff.wait(self._stopping)
 
     @property
     def _publisher_(self) -> Publisher:

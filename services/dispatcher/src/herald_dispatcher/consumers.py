@@ -28,6 +28,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from herald_common.amqp import Publisher
+from herald_common.backoff import Backoff
 from herald_common.batching import Batcher
 from herald_common.db import is_bad_data, is_outage
 from herald_common.errors import PublishError
@@ -206,7 +207,7 @@ class Consumers:
         which waiting may still cure) is retried in place, holding the message, rather than
         parking what could still be stored; a stop gives up (the message stays unacked and is
         redelivered)."""
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 return await step()
@@ -217,14 +218,15 @@ class Consumers:
                     return exc
                 if is_outage(exc):
                     log.warning(
-                        "could not store; retrying", what=what, error=repr(exc), retry_in=delay
+                        "could not store; retrying",
+                        what=what,
+                        error=repr(exc),
+                        retry_in=backoff.delay,
                     )
                 else:
                     log.error("could not store (not an outage); retrying", what=what,
-                              error=repr(exc), retry_in=delay)  # fmt: skip
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-            delay = min(delay * 2, 10.0)
+                              error=repr(exc), retry_in=backoff.delay)  # fmt: skip
+            await backoff.wait(self._stopping)
 
     async def _give_up(
         self, message: AbstractIncomingMessage, to: _Destination, reason: str, error: str
