@@ -52,7 +52,9 @@ run: install ## Start RabbitMQ and PostgreSQL if needed, migrate, run every serv
 	uv run herald-migrate
 	@mkdir -p var/mail var/sms var/push
 	@echo "API on http://127.0.0.1:8000; what would be sent is stored under var/mail/, var/sms/ and var/push/; Ctrl-C stops everything"
-	uv run honcho start -f Procfile
+	@echo "Development API key (made once, in var/dev-key; the API ensures it exists at start). Try:"
+	@uv run python -m scripts.dev_key --curl
+	HERALD_API_BOOTSTRAP_KEY="$$(uv run python -m scripts.dev_key)" uv run honcho start -f Procfile
 
 bench: install ## Measure throughput and latency on this machine (prints a table)
 	scripts/dev-infra.sh

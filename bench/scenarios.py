@@ -26,6 +26,7 @@ from herald_common.settings import RetryPolicy
 from herald_common.topology import Topology
 from tests.support.infra import Infra, queue_depth
 from tests.support.processes import free_port
+from tests.support.system import BOOTSTRAP_KEY, new_key
 
 from .load import email, open_loop, poll_until, post_batches, single_body
 from .procs import BenchProcess, CpuMonitor, describe_cpu, peak_rss_mb
@@ -108,6 +109,8 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
     services: dict[str, BenchProcess]
+    key: str
+    """The API's bootstrap key (scopes send, read and admin), sent with every request."""
 
     @classmethod
     async def create(cls, bench: Bench, scenario: str, smtp_port: int | None = None) -> Stack:
@@ -132,17 +135,19 @@ class Stack:
         infra.uses_retry_policy(namespace, policy)
         log_dir = bench.log_root / scenario
         log_dir.mkdir(parents=True, exist_ok=True)
+        key = bench.options.env.get(BOOTSTRAP_KEY) or new_key()
+        service_env = {**SERVICE_ENV, "api": {BOOTSTRAP_KEY: key}}
         services = {
             name: BenchProcess(
                 name,
-                {**env, **SERVICE_ENV.get(name, {})},
+                {**env, **service_env.get(name, {})},
                 ports["channel" if name.startswith("channel") else name],
                 log_dir,
                 module=module,
             )
             for name, module in SERVICE_MODULES.items()
         }
-        return cls(bench, namespace, database_url, env, log_dir, services)
+        return cls(bench, namespace, database_url, env, log_dir, services, key)
 
     @property
     def api_url(self) -> str:
@@ -184,16 +189,18 @@ class Stack:
         connection: asyncpg.Connection[Any] = await asyncpg.connect(self.database_url)
         return connection
 
+    def http_session(self, limit: int = 100) -> aiohttp.ClientSession:
+        """A client of the API: every request carries the stack's key as a default header
+        (merged by aiohttp as it builds each request, no work in the load loops)."""
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit),
+            timeout=aiohttp.ClientTimeout(total=60),
+            headers={"Authorization": f"Bearer {self.key}"},
+        )
+
 
 def _peaks_note(peaks: dict[str, float]) -> str:
     return "peak RSS (VmHWM): " + ", ".join(f"{n} {v:.0f} MB" for n, v in peaks.items())
-
-
-def _http_session(limit: int = 100) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit),
-        timeout=aiohttp.ClientTimeout(total=60),
-    )
 
 
 async def _deliver_through_batches(
@@ -210,7 +217,7 @@ async def _deliver_through_batches(
     database = await stack.connect_database()
     monitor = stack.cpu_monitor(extra)
     try:
-        async with _http_session() as session:
+        async with stack.http_session() as session:
             monitor.start()
             started = time.monotonic()
             load_task = asyncio.create_task(
@@ -509,7 +516,7 @@ async def single_post(bench: Bench, report: ScenarioReport, n: int) -> None:
         await stack.start("api", "dispatcher", "channel-instant")
         url = f"{stack.api_url}/v1/notifications"
         body = single_body()
-        async with _http_session(limit=100) as session:
+        async with stack.http_session(limit=100) as session:
             # Warm up: connections opened, code paths and pools hot; not measured.
             await open_loop(session, url, body, rate, min(1.0, duration / 5))
             monitor = stack.cpu_monitor()
@@ -558,7 +565,7 @@ async def bulk(bench: Bench, report: ScenarioReport, n: int) -> None:
         await stack.start("api", "dispatcher")
         database = await stack.connect_database()
         monitor = stack.cpu_monitor()
-        async with _http_session() as session:
+        async with stack.http_session() as session:
             monitor.start()
             load = await post_batches(
                 session, f"{stack.api_url}/v1/notifications/batch", n, BATCH_SIZE, POSTING_CLIENTS

@@ -66,11 +66,22 @@ def services() -> dict[str, dict[str, Any]]:
     return result
 
 
+INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: str) -> str:
+    """``value`` as Compose reads it with none of the variables set: ``${NAME:-default}`` and
+    ``${NAME-default}`` give the default, ``${NAME}`` nothing, ``$$`` a dollar."""
+    return INTERPOLATION.sub(lambda m: "$" if m.group(0) == "$$" else m.group(2) or "", value)
+
+
 def environment(service: str) -> dict[str, str]:
     env = services()[service].get("environment", {})
     if isinstance(env, list):
-        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+        pairs = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    else:
+        pairs = {str(k): "" if v is None else str(v) for k, v in env.items()}
+    return {name: interpolate(value) for name, value in pairs.items()}
 
 
 def published_ports(service: str) -> list[tuple[int, int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,12 +18,22 @@ from .smtp import FakeSmtp
 
 FINAL = {"sent", "failed", "canceled"}
 
+BOOTSTRAP_KEY = "HERALD_API_BOOTSTRAP_KEY"
+
+
+def new_key() -> str:
+    """A fresh API key secret: ``hrld_`` and 43 characters of URL-safe base64 (32 bytes)."""
+    return "hrld_" + secrets.token_urlsafe(32)
+
 
 @dataclass
 class HeraldSystem:
     env: dict[str, str]
     smtp: FakeSmtp
     log_dir: Path
+    key: str = ""
+    """The API key every request of ``http`` carries: the API's bootstrap key (scopes send,
+    read and admin, project ``default``)."""
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     http: aiohttp.ClientSession | None = None
 
@@ -40,8 +51,10 @@ class HeraldSystem:
     ) -> HeraldSystem:
         """The services around ``smtp``; each channel service runs as that many processes on
         its queues (``channel-email``, ``channel-email-2``, ...), as it is deployed. SMS and
-        push are left out unless asked for."""
+        push are left out unless asked for. The API gets a random bootstrap key
+        (``HERALD_API_BOOTSTRAP_KEY``, unless ``overrides`` sets one): ``system.key``."""
         api_port, dispatcher_port = free_port(), free_port()
+        key = overrides.pop(BOOTSTRAP_KEY, None) or new_key()
         env = {
             **base_env,
             "HERALD_API_PORT": str(api_port),
@@ -54,9 +67,9 @@ class HeraldSystem:
             "HERALD_SHUTDOWN_TIMEOUT": "10",
             **overrides,
         }
-        system = cls(env, smtp, log_dir)
+        system = cls(env, smtp, log_dir, key)
         system.services = {
-            "api": ServiceProcess("api", env, api_port, log_dir),
+            "api": ServiceProcess("api", {**env, BOOTSTRAP_KEY: key}, api_port, log_dir),
             "dispatcher": ServiceProcess("dispatcher", env, dispatcher_port, log_dir),
         }
         for kind, replicas, port_variable in (
@@ -88,7 +101,12 @@ class HeraldSystem:
         chosen = list(self.services) if names is None else list(names)
         await asyncio.gather(*(self.services[n].start() for n in chosen))
         if self.http is None:
-            self.http = aiohttp.ClientSession()
+            self.http = aiohttp.ClientSession(headers=self.auth)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header that authenticates a request to the API with ``key``."""
+        return {"Authorization": f"Bearer {self.key}"}
 
     async def stop(self) -> None:
         for service in self.services.values():

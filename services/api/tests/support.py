@@ -14,8 +14,39 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from herald_api.keys import create_key
+from herald_api.models import DEFAULT_PROJECT, SCOPES, KeyRequest
+
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
+
+ADMIN_SECRET = "hrld_tests_bootstrap_" + "0123456789abcdef" * 3
+"""The bootstrap key of every test API (``HERALD_API_BOOTSTRAP_KEY``): send, read and admin."""
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def new_key(
+    pool: asyncpg.Pool[Any],
+    *scopes: str,
+    project: str = DEFAULT_PROJECT,
+    rate_limit: float | None = None,
+) -> tuple[uuid.UUID, str]:
+    """A new API key (id, secret) made as ``herald-keys create`` makes one."""
+    request = KeyRequest.model_validate(
+        {
+            "name": "test",
+            "project": project,
+            "scopes": list(scopes or SCOPES),
+            "rate_limit": rate_limit,
+        }
+    )
+    async with pool.acquire() as connection:
+        created = await create_key(connection, request, actor=None)
+    return created.id, created.secret
+
 
 CLOSED_BROKER = "amqp://guest:guest@127.0.0.1:1/"
 """Nothing listens on port 1: the broker is down for an API pointed here."""

@@ -255,7 +255,9 @@ async def test_a_row_postgresql_refuses_fails_only_its_own_request(
     requests.insert(7, smuggled)
     results = await asyncio.gather(
         *(
-            store.create(r, idempotency_key=None, correlation_id="c", traceparent=None)
+            store.create(
+                r, project="default", idempotency_key=None, correlation_id="c", traceparent=None
+            )
             for r in requests
         ),
         return_exceptions=True,

@@ -3,6 +3,8 @@
 Readiness gates on PostgreSQL alone. The outbox covers a broker outage (notifications are
 accepted and left to the dispatcher's relay), so a broker blip must not take every API replica
 out of its load balancer; the broker link's state is shown in ``/readyz`` all the same.
+
+Every ``/v1`` route needs an API key (``auth``); the ops routes and ``/openapi.json`` do not.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from prometheus_client import CollectorRegistry
 from herald_common.db import create_pool
 from herald_common.ops import add_ops_routes
 
-from . import dead_letters, notifications, openapi
+from . import audit, dead_letters, keys, notifications, openapi
+from .audit import AUDIT_LOG, AuditLog
+from .auth import RATE_LIMITS, RateLimits, auth_middleware
 from .broker import BROKER, BrokerLink
 from .correlation import correlation_middleware
 from .database import Database
 from .dead_letters import DEAD_LETTERS, DeadLetterStore
+from .keys import KEYS, KeyStore, ensure_bootstrap_key
 from .metrics import ApiMetrics, metrics_middleware
 from .notifications import NOTIFICATIONS, NotificationStore
 from .problems import problem_middleware
@@ -49,6 +54,17 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
+async def _keys(app: web.Application) -> AsyncIterator[None]:
+    """The key store and audit log; the bootstrap key made sure of before the first request."""
+    settings, database = app[API_SETTINGS], app[DATABASE]
+    if settings.api_bootstrap_key is not None:
+        async with database.connection() as connection:
+            await ensure_bootstrap_key(connection, settings.api_bootstrap_key.get_secret_value())
+    app[KEYS] = KeyStore(database, settings.api_key_cache_ttl)
+    app[AUDIT_LOG] = AuditLog(database)
+    yield
+
+
 async def _broker_and_stores(app: web.Application) -> AsyncIterator[None]:
     settings, database, metrics = app[API_SETTINGS], app[DATABASE], app[METRICS]
     broker = BrokerLink(settings, database, metrics)
@@ -69,11 +85,19 @@ def create_app(settings: ApiSettings) -> web.Application:
     metrics = ApiMetrics.create(registry)
     app = web.Application(
         client_max_size=settings.api_max_body_bytes,
-        middlewares=[correlation_middleware, metrics_middleware(metrics), problem_middleware],
+        # Auth inside the problem middleware: its refusals are problem details like any other.
+        middlewares=[
+            correlation_middleware,
+            metrics_middleware(metrics),
+            problem_middleware,
+            auth_middleware,
+        ],
     )
     app[API_SETTINGS] = settings
     app[METRICS] = metrics
+    app[RATE_LIMITS] = RateLimits(settings.api_key_rate_limit)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_keys)
     app.cleanup_ctx.append(_broker_and_stores)
 
     async def database_ready() -> None:
@@ -86,5 +110,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     add_ops_routes(app, registry, {"database": database_ready}, info={"broker": broker_connected})
     notifications.add_routes(app)
     dead_letters.add_routes(app)
+    keys.add_routes(app)
+    audit.add_routes(app)
     openapi.add_routes(app)
     return app

@@ -14,6 +14,7 @@ a possible duplicate.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -26,21 +27,28 @@ from asyncpg.pool import PoolConnectionProxy
 from herald_common import outbox
 from herald_common.schemas import Headers
 
+from . import audit
 from .bodies import parse_model, query_line, read_json
 from .broker import BrokerLink, Handoff
 from .database import Database
 from .deliveries import PendingMessage, delivery_message, recipient_value, traceparent_of
 from .errors import Conflict, FieldProblem, InvalidInput, NotFound
-from .models import DeadLetter, DeadLetterPage, RedriveFilter, RedriveResult
+from .models import PROJECT_PATTERN, DeadLetter, DeadLetterPage, RedriveFilter, RedriveResult
 from .notifications import parse_id
 from .pagination import KeysetQuery, encode_cursor, parse_limit
+from .principal import VerifiedKey, principal
 from .responses import json_model
 from .settings import API_SETTINGS
 
 log = structlog.get_logger("herald_api.dead_letters")
 
-_COLUMNS = """id, notification_id, channel, reason, last_error, attempts, dead_lettered_at,
-    resolved_at, resolution"""
+_COLUMNS = """id, notification_id, project, channel, reason, last_error, attempts,
+    dead_lettered_at, resolved_at, resolution"""
+# Dead letters with their notification's project: derived by a join rather than stored, so the
+# dispatcher, which writes dead letters, needs no change, and a project can never disagree with
+# its notification's. A malformed message names no notification and so has no project.
+_WITH_PROJECT = """(SELECT d.*, n.project FROM dead_letters d
+    LEFT JOIN notifications n ON n.id = d.notification_id) AS dead_letters"""
 
 # Requeues the failed notifications of the given open dead letters and resolves those. The new
 # generation starts after the highest attempt known: the count, an attempt row numbered beyond it
@@ -120,6 +128,10 @@ class _Requeued:
     pending: PendingMessage
 
 
+async def _fetch(connection: PoolConnectionProxy[Any], id: UUID) -> asyncpg.Record | None:
+    return await connection.fetchrow(f"SELECT {_COLUMNS} FROM {_WITH_PROJECT} WHERE id = $1", id)
+
+
 def _dead_letter(row: asyncpg.Record) -> DeadLetter:
     return DeadLetter.model_validate(dict(row))
 
@@ -140,6 +152,7 @@ class DeadLetterStore:
     async def page(
         self,
         *,
+        project: str | None,
         channel: str | None,
         reason: str | None,
         include_resolved: bool,
@@ -149,6 +162,8 @@ class DeadLetterStore:
         query = KeysetQuery()
         if not include_resolved:
             query.add("resolved_at IS NULL")
+        if project is not None:
+            query.add("project = {0}", project)
         if channel is not None:
             query.add("channel = {0}", channel)
         if reason is not None:
@@ -157,7 +172,7 @@ class DeadLetterStore:
         limit_arg = query.limit_placeholder(limit)
         async with self._database.connection() as connection:
             rows = await connection.fetch(
-                f"""SELECT {_COLUMNS} FROM dead_letters {query.where()}
+                f"""SELECT {_COLUMNS} FROM {_WITH_PROJECT} {query.where()}
                     ORDER BY dead_lettered_at DESC, id DESC LIMIT {limit_arg}""",
                 *query.args,
             )
@@ -169,14 +184,12 @@ class DeadLetterStore:
 
     async def get(self, id: UUID) -> DeadLetter:
         async with self._database.connection() as connection:
-            row = await connection.fetchrow(
-                f"SELECT {_COLUMNS} FROM dead_letters WHERE id = $1", id
-            )
+            row = await _fetch(connection, id)
         if row is None:
             raise NotFound(f"no dead letter with id {id}")
         return _dead_letter(row)
 
-    async def redrive(self, id: UUID, *, traceparent: str | None) -> DeadLetter:
+    async def redrive(self, id: UUID, *, actor: VerifiedKey, traceparent: str | None) -> DeadLetter:
         """Queue the dead letter's failed notification again in a new attempt generation.
 
         409 when the dead letter is resolved or malformed, or its notification is not failed.
@@ -219,9 +232,8 @@ class DeadLetterStore:
                         connection, [id], traceparent, handoff.delay,
                         maybe_delivered={notification_id} if attempts.maybe_delivered else set(),
                     )  # fmt: skip
-                    resolved = await connection.fetchrow(
-                        f"SELECT {_COLUMNS} FROM dead_letters WHERE id = $1", id
-                    )
+                    resolved = await _fetch(connection, id)
+                    await audit.record(connection, actor, "dead_letter.redrive", str(id))
             except BaseException:
                 handoff.abandon()
                 raise
@@ -231,7 +243,7 @@ class DeadLetterStore:
         return _dead_letter(resolved)
 
     async def redrive_matching(
-        self, where: RedriveFilter, *, traceparent: str | None
+        self, where: RedriveFilter, *, actor: VerifiedKey, traceparent: str | None
     ) -> RedriveResult:
         """Redrive the unresolved, well-formed dead letters the filter matches, oldest first, at
         most ``max_redrive`` per call; ``next_cursor`` continues after the last one examined.
@@ -250,6 +262,11 @@ class DeadLetterStore:
             query.add("dead_lettered_at >= {0}", where.since)
         if where.until is not None:
             query.add("dead_lettered_at < {0}", where.until)
+        if where.project is not None:
+            query.add(
+                "notification_id IN (SELECT id FROM notifications WHERE project = {0})",
+                where.project,
+            )
         query.after("dead_lettered_at", where.cursor, ascending=True)
         limit_arg = query.limit_placeholder(self._max_redrive)
         handoff: Handoff | None = None
@@ -293,6 +310,16 @@ class DeadLetterStore:
                         connection, redrive, traceparent, handoff.delay,
                         maybe_delivered={n for n, a in attempts.items() if a.maybe_delivered},
                     )  # fmt: skip
+                    await audit.record(
+                        connection,
+                        actor,
+                        "dead_letters.redrive",
+                        where.model_dump_json(exclude_none=True),
+                        {
+                            "redriven": [str(r.dead_letter_id) for r in requeued],
+                            "skipped": [str(s) for s in skipped],
+                        },
+                    )
             except BaseException:
                 if handoff is not None:
                     handoff.abandon()
@@ -347,20 +374,23 @@ class DeadLetterStore:
             for o, m, row in zip(outbox_ids, messages, rows, strict=True)
         ]
 
-    async def discard(self, id: UUID) -> DeadLetter:
+    async def discard(self, id: UUID, *, actor: VerifiedKey) -> DeadLetter:
         async with self._database.transaction() as connection:
-            row = await connection.fetchrow(
-                f"""UPDATE dead_letters SET resolved_at = now(), resolution = 'discarded'
-                    WHERE id = $1 AND resolved_at IS NULL RETURNING {_COLUMNS}""",
+            discarded = await connection.fetchval(
+                """UPDATE dead_letters SET resolved_at = now(), resolution = 'discarded'
+                   WHERE id = $1 AND resolved_at IS NULL RETURNING true""",
                 id,
             )
-            if row is None:
+            if not discarded:
                 existing = await connection.fetchrow(
                     "SELECT resolution FROM dead_letters WHERE id = $1", id
                 )
                 if existing is None:
                     raise NotFound(f"no dead letter with id {id}")
                 raise Conflict(f"dead letter {id} is already resolved ({existing['resolution']})")
+            await audit.record(connection, actor, "dead_letter.discard", str(id))
+            row = await _fetch(connection, id)
+        assert row is not None
         log.info("dead letter discarded", dead_letter_id=str(id))
         return _dead_letter(row)
 
@@ -382,9 +412,18 @@ def _flag(name: str, value: str | None) -> bool:
     raise InvalidInput([FieldProblem(name, "must be true or false")])
 
 
+def _project(request: web.Request) -> str | None:
+    # Admin only (the route's scope), so across every project unless told.
+    project = query_line(request, "project")
+    if project is not None and not re.fullmatch(PROJECT_PATTERN, project):
+        raise InvalidInput([FieldProblem("project", "not a project name")])
+    return project
+
+
 async def list_dead_letters(request: web.Request) -> web.Response:
     params = request.query
     page = await request.app[DEAD_LETTERS].page(
+        project=_project(request),
         channel=query_line(request, "channel"),
         reason=query_line(request, "reason"),
         include_resolved=_flag("include_resolved", params.get("include_resolved")),
@@ -402,7 +441,9 @@ async def get_dead_letter(request: web.Request) -> web.Response:
 async def redrive_dead_letter(request: web.Request) -> web.Response:
     id = parse_id(request.match_info["id"])
     log.info("redrive requested", dead_letter_id=str(id))
-    resolved = await request.app[DEAD_LETTERS].redrive(id, traceparent=traceparent_of(request))
+    resolved = await request.app[DEAD_LETTERS].redrive(
+        id, actor=principal(request), traceparent=traceparent_of(request)
+    )
     return json_model(resolved)
 
 
@@ -411,14 +452,14 @@ async def redrive_dead_letters(request: web.Request) -> web.Response:
     where = parse_model(RedriveFilter, await read_json(request, settings.api_max_body_bytes))
     log.info("bulk redrive requested", **where.model_dump(mode="json", exclude_none=True))
     result = await request.app[DEAD_LETTERS].redrive_matching(
-        where, traceparent=traceparent_of(request)
+        where, actor=principal(request), traceparent=traceparent_of(request)
     )
     return json_model(result)
 
 
 async def discard_dead_letter(request: web.Request) -> web.Response:
     id = parse_id(request.match_info["id"])
-    return json_model(await request.app[DEAD_LETTERS].discard(id))
+    return json_model(await request.app[DEAD_LETTERS].discard(id, actor=principal(request)))
 
 
 def add_routes(app: web.Application) -> None:

@@ -57,6 +57,22 @@ class IdempotencyConflict(Conflict):
     """An ``Idempotency-Key`` was reused with a different body."""
 
 
+class Unauthenticated(ApiError):
+    """No API key, or one that is unknown or revoked."""
+
+
+class Forbidden(ApiError):
+    """The API key lacks the scope the request needs."""
+
+
+class RateLimited(ApiError):
+    """The API key went over its rate limit; a token is there after ``retry_after`` seconds."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class Unavailable(ApiError):
     """The request cannot be served now (no database connection came free in time); nothing was
     changed, and the same request may be sent again after ``retry_after`` seconds."""

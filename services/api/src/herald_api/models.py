@@ -26,6 +26,15 @@ NotificationStatus = Literal[
 ]
 NOTIFICATION_STATUSES: tuple[str, ...] = get_args(NotificationStatus)
 Resolution = Literal["redriven", "discarded"]
+Scope = Literal["send", "read", "admin"]
+SCOPES: tuple[str, ...] = get_args(Scope)
+AuditAction = Literal[
+    "dead_letter.redrive", "dead_letters.redrive", "dead_letter.discard", "key.create", "key.revoke"
+]
+AUDIT_ACTIONS: tuple[str, ...] = get_args(AuditAction)
+PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+"""A project's name: lower-case letters, digits, `_`, `.` and `-`, at most 63 characters."""
+DEFAULT_PROJECT = "default"
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -253,6 +262,9 @@ class RedriveFilter(BaseModel):
     until: AwareDatetime | None = Field(
         default=None, description="Only those dead-lettered before this instant."
     )
+    project: Annotated[str, Field(pattern=PROJECT_PATTERN)] | None = Field(
+        default=None, description="Only dead letters of this project's notifications."
+    )
     cursor: str | None = Field(
         default=None, description="`next_cursor` of the previous response: continue after it."
     )
@@ -268,6 +280,27 @@ class RedriveFilter(BaseModel):
             raise ValueError("instant out of range") from None
 
 
+class KeyRequest(BaseModel):
+    """A new API key: what it may do, in which project, how fast."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Line = Field(min_length=1, max_length=200, description="What the key is for.")
+    project: Annotated[str, Field(pattern=PROJECT_PATTERN)] = Field(
+        default=DEFAULT_PROJECT, description="The project the key and all it creates belong to."
+    )
+    scopes: list[Scope] = Field(min_length=1, description="`send`, `read` and/or `admin`.")
+    rate_limit: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Requests a second (bursts of twice that); null takes `HERALD_API_KEY_RATE_LIMIT`, "
+            "0 means no limit."
+        ),
+    )
+
+
 # --- responses --------------------------------------------------------------------------------
 
 
@@ -275,6 +308,7 @@ class AcceptedNotification(BaseModel):
     """A notification the API accepted: stored, and published or about to be."""
 
     id: UUID
+    project: str = Field(description="The project of the key that created it.")
     status: NotificationStatus
     channel: str
     to: Recipient
@@ -329,6 +363,7 @@ class Notification(BaseModel):
     """A notification and where it stands."""
 
     id: UUID
+    project: str = Field(description="The project of the key that created it.")
     channel: str
     to: Recipient
     content: dict[str, Any]
@@ -365,6 +400,7 @@ class DeadLetter(BaseModel):
 
     id: UUID
     notification_id: UUID | None = Field(description="Null for a message that did not parse.")
+    project: str | None = Field(description="Its notification's project; null when none.")
     channel: str
     reason: str
     last_error: str | None
@@ -399,6 +435,49 @@ class RedriveResult(BaseModel):
             "More dead letters may match: send the same filter with this `cursor` to go on. "
             "Null when every matching dead letter was examined."
         )
+    )
+
+
+class ApiKey(BaseModel):
+    """An API key as listed: never its secret."""
+
+    id: UUID
+    name: str
+    project: str
+    scopes: list[Scope]
+    rate_limit: float | None = Field(
+        description="Requests a second; null: `HERALD_API_KEY_RATE_LIMIT`; 0: no limit."
+    )
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class CreatedKey(ApiKey):
+    """A new API key, with its secret: shown this once, stored only as a hash."""
+
+    secret: str = Field(description="Send as `Authorization: Bearer <secret>`.")
+
+
+class KeyList(BaseModel):
+    items: list[ApiKey] = Field(description="Oldest first, revoked ones included.")
+
+
+class AuditEntry(BaseModel):
+    """One admin action."""
+
+    id: UUID
+    at: datetime
+    key_id: UUID | None = Field(description="The key that did it; null: the `herald-keys` command.")
+    project: str | None = Field(description="That key's project.")
+    action: AuditAction
+    target: str = Field(description="What it acted on: a dead letter's or key's id, or a filter.")
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
     )
 
 

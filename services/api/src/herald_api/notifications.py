@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from .errors import Conflict, FieldProblem, IdempotencyConflict, InvalidInput, N
 from .metrics import ApiMetrics
 from .models import (
     NOTIFICATION_STATUSES,
+    PROJECT_PATTERN,
     AcceptedNotification,
     Attempt,
     BatchAccepted,
@@ -51,12 +53,13 @@ from .models import (
     NotificationRequest,
 )
 from .pagination import KeysetQuery, encode_cursor, parse_limit
+from .principal import principal, visible_project
 from .responses import json_model
 from .settings import API_SETTINGS, ApiSettings
 
 log = structlog.get_logger("herald_api.notifications")
 
-_COLUMNS = """id, channel, recipient, content, metadata, status, correlation_id, attempts,
+_COLUMNS = """id, project, channel, recipient, content, metadata, status, correlation_id, attempts,
     last_error, failure_reason, provider, provider_message_id, next_attempt_at, created_at,
     updated_at, sent_at"""
 
@@ -72,6 +75,7 @@ def parse_id(text: str) -> UUID:
 def _notification(row: asyncpg.Record) -> Notification:
     return Notification(
         id=row["id"],
+        project=row["project"],
         channel=row["channel"],
         to=recipient_value(row["channel"], row["recipient"]),
         content=row["content"],
@@ -93,6 +97,7 @@ def _notification(row: asyncpg.Record) -> Notification:
 def _accepted(row: asyncpg.Record) -> AcceptedNotification:
     return AcceptedNotification(
         id=row["id"],
+        project=row["project"],
         status=row["status"],
         channel=row["channel"],
         to=recipient_value(row["channel"], row["recipient"]),
@@ -105,6 +110,7 @@ def _accepted(row: asyncpg.Record) -> AcceptedNotification:
 @dataclass(frozen=True)
 class _PendingRow:
     id: uuid.UUID
+    project: str
     channel: str
     recipient: str
     content: str
@@ -125,6 +131,7 @@ def _pending_row(
     request: NotificationRequest,
     *,
     id: UUID,
+    project: str,
     created_at: datetime,
     correlation_id: str,
     traceparent: str | None,
@@ -136,6 +143,7 @@ def _pending_row(
     to: Any = request.to if isinstance(request.to, str) else request.to.model_dump(mode="json")
     return _PendingRow(
         id=id,
+        project=project,
         channel=request.channel,
         recipient=recipient_text(to),
         content=json.dumps(request.content.model_dump(mode="json")),
@@ -187,15 +195,16 @@ class NotificationStore:
         whose idempotency key is already taken is not)."""
         inserted = await connection.fetch(
             """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
-                   correlation_id, idempotency_key, request_hash, created_at, updated_at)
-               SELECT i, c, r, ct::jsonb, m::jsonb, 'queued', ci, k, h, t, t
+                   correlation_id, idempotency_key, request_hash, created_at, updated_at,
+                   project)
+               SELECT i, c, r, ct::jsonb, m::jsonb, 'queued', ci, k, h, t, t, p
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                           $6::text[], $7::text[], $8::text[], $9::timestamptz[])
-                   AS x(i, c, r, ct, m, ci, k, h, t)
+                           $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+                   AS x(i, c, r, ct, m, ci, k, h, t, p)
                -- Keys in one order: two group commits holding the same keys in different
                -- orders would otherwise wait on each other's unique index entries (deadlock).
-               ORDER BY k NULLS LAST
-               ON CONFLICT (idempotency_key) DO NOTHING
+               ORDER BY k NULLS LAST, p
+               ON CONFLICT (project, idempotency_key) DO NOTHING
                RETURNING id""",
             [r.id for r in rows],
             [r.channel for r in rows],
@@ -206,6 +215,7 @@ class NotificationStore:
             [r.idempotency_key for r in rows],
             [r.request_hash for r in rows],
             [r.created_at for r in rows],
+            [r.project for r in rows],
         )
         won = {record["id"] for record in inserted}
         fresh = [r for r in rows if r.id in won]
@@ -235,6 +245,7 @@ class NotificationStore:
         self,
         request: NotificationRequest,
         *,
+        project: str,
         idempotency_key: str | None,
         correlation_id: str,
         traceparent: str | None,
@@ -250,6 +261,7 @@ class NotificationStore:
         row = _pending_row(
             request,
             id=id,
+            project=project,
             created_at=created_at,
             correlation_id=correlation_id,
             traceparent=traceparent,
@@ -258,12 +270,13 @@ class NotificationStore:
         )
         if not await self._inserts.submit(row):
             async with self._database.connection() as connection:
-                return await self._replay(connection, idempotency_key, digest), True
+                return await self._replay(connection, project, idempotency_key, digest), True
         self._metrics.accepted.labels(request.channel).inc()
         log.debug("notification accepted", notification_id=str(id), channel=request.channel)
         return (
             AcceptedNotification(
                 id=id,
+                project=project,
                 status="queued",
                 channel=request.channel,
                 to=to_shown(request.to),
@@ -276,10 +289,13 @@ class NotificationStore:
 
     @staticmethod
     async def _replay(
-        connection: PoolConnectionProxy[Any], key: str | None, digest: str
+        connection: PoolConnectionProxy[Any], project: str, key: str | None, digest: str
     ) -> AcceptedNotification:
         row = await connection.fetchrow(
-            f"SELECT {_COLUMNS}, request_hash FROM notifications WHERE idempotency_key = $1", key
+            f"""SELECT {_COLUMNS}, request_hash FROM notifications
+                WHERE project = $1 AND idempotency_key = $2""",
+            project,
+            key,
         )
         if row is None:  # the conflicting row went away between the two statements
             raise Conflict("a concurrent request with this Idempotency-Key changed; retry")
@@ -291,6 +307,7 @@ class NotificationStore:
         self,
         requests: list[NotificationRequest],
         *,
+        project: str,
         idempotency_key: str | None,
         correlation_id: str,
         traceparent: str | None,
@@ -309,6 +326,7 @@ class NotificationStore:
             _pending_row(
                 r,
                 id=id,
+                project=project,
                 created_at=created_at,
                 correlation_id=correlation_id,
                 traceparent=traceparent,
@@ -323,10 +341,11 @@ class NotificationStore:
             async with self._database.transaction() as connection:
                 won = idempotency_key is None or bool(
                     await connection.fetchval(
-                        """INSERT INTO notification_batches (idempotency_key, request_hash,
-                               notification_ids)
-                           VALUES ($1, $2, $3) ON CONFLICT (idempotency_key) DO NOTHING
-                           RETURNING true""",
+                        """INSERT INTO notification_batches (project, idempotency_key,
+                               request_hash, notification_ids)
+                           VALUES ($1, $2, $3, $4) ON CONFLICT (project, idempotency_key)
+                           DO NOTHING RETURNING true""",
+                        project,
                         idempotency_key,
                         digest,
                         ids,
@@ -339,7 +358,10 @@ class NotificationStore:
         publish = handoff.committed(stored)
         if not won:
             async with self._database.connection() as connection:
-                return await self._replay_batch(connection, idempotency_key, digest), True
+                return (
+                    await self._replay_batch(connection, project, idempotency_key, digest),
+                    True,
+                )
         for request in requests:
             self._metrics.accepted.labels(request.channel).inc()
         log.debug("notification batch accepted", notifications=len(requests))
@@ -347,6 +369,7 @@ class NotificationStore:
         accepted = [
             AcceptedNotification(
                 id=id,
+                project=project,
                 status="queued",
                 channel=r.channel,
                 to=to_shown(r.to),
@@ -360,11 +383,12 @@ class NotificationStore:
 
     @staticmethod
     async def _replay_batch(
-        connection: PoolConnectionProxy[Any], key: str | None, digest: str
+        connection: PoolConnectionProxy[Any], project: str, key: str | None, digest: str
     ) -> list[AcceptedNotification]:
         batch = await connection.fetchrow(
             """SELECT request_hash, notification_ids FROM notification_batches
-               WHERE idempotency_key = $1""",
+               WHERE project = $1 AND idempotency_key = $2""",
+            project,
             key,
         )
         if batch is None:  # the batch that took the key went away between the two statements
@@ -380,10 +404,15 @@ class NotificationStore:
             raise Conflict("the notifications this Idempotency-Key made are no longer stored")
         return [_accepted(by_id[id]) for id in batch["notification_ids"]]
 
-    async def get(self, id: UUID) -> NotificationDetail:
+    async def get(self, id: UUID, *, project: str | None) -> NotificationDetail:
+        """The notification, if it belongs to ``project`` (None: any project); else 404, as for
+        one that does not exist, so that ids of other projects' notifications are not told."""
         async with self._database.connection() as connection:
             row = await connection.fetchrow(
-                f"SELECT {_COLUMNS} FROM notifications WHERE id = $1", id
+                f"""SELECT {_COLUMNS} FROM notifications
+                    WHERE id = $1 AND ($2::text IS NULL OR project = $2)""",
+                id,
+                project,
             )
             if row is None:
                 raise NotFound(f"no notification with id {id}")
@@ -406,9 +435,17 @@ class NotificationStore:
         )
 
     async def page(
-        self, *, status: str | None, channel: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        project: str | None,
+        status: str | None,
+        channel: str | None,
+        limit: int,
+        cursor: str | None,
     ) -> NotificationPage:
         query = KeysetQuery()
+        if project is not None:
+            query.add("project = {0}", project)
         if status is not None:
             query.add("status = {0}", status)
         if channel is not None:
@@ -447,6 +484,7 @@ async def create_notification(request: web.Request) -> web.Response:
     notification = parse_single(data, settings.api_max_metadata_bytes)
     accepted, replayed = await request.app[NOTIFICATIONS].create(
         notification,
+        project=principal(request).project,
         idempotency_key=key,
         correlation_id=correlation_id,
         traceparent=traceparent_of(request),
@@ -465,6 +503,7 @@ async def create_batch(request: web.Request) -> web.Response:
     notifications = parse_batch(data, settings.api_max_batch, settings.api_max_metadata_bytes)
     accepted, replayed = await request.app[NOTIFICATIONS].create_many(
         notifications,
+        project=principal(request).project,
         idempotency_key=key,
         correlation_id=correlation_id,
         traceparent=traceparent_of(request),
@@ -477,7 +516,8 @@ async def create_batch(request: web.Request) -> web.Response:
 
 async def get_notification(request: web.Request) -> web.Response:
     id = parse_id(request.match_info["id"])
-    return json_model(await request.app[NOTIFICATIONS].get(id))
+    store = request.app[NOTIFICATIONS]
+    return json_model(await store.get(id, project=visible_project(request)))
 
 
 async def list_notifications(request: web.Request) -> web.Response:
@@ -491,9 +531,13 @@ async def list_notifications(request: web.Request) -> web.Response:
     channel = params.get("channel") or None
     if channel is not None and channel not in ACCEPTED_CHANNELS:
         problems.append(FieldProblem("channel", f"must be one of {', '.join(ACCEPTED_CHANNELS)}"))
+    project = visible_project(request)
+    if project is not None and not re.fullmatch(PROJECT_PATTERN, project):
+        problems.append(FieldProblem("project", "not a project name"))
     if problems:
         raise InvalidInput(problems)
     page = await request.app[NOTIFICATIONS].page(
+        project=project,
         status=status,
         channel=channel,
         limit=parse_limit(params.get("limit")),

@@ -4,6 +4,9 @@
 route the application serves), each with every response it can give: the errors any operation
 that reads the database can end in (503 with ``Retry-After``) and those of reading a body (400,
 413, 415, 422) are added by ``_reads_database`` and ``_reads_body``, so none is forgotten.
+An operation's ``security`` (``_scope``) names the API key scope it needs, which the auth
+middleware enforces (``required_scopes``); ``_reads_database`` adds the 401, 403 and 429 that come
+with it.
 """
 
 from __future__ import annotations
@@ -18,13 +21,22 @@ from pydantic.json_schema import models_json_schema
 from .bodies import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
 from .correlation import CORRELATION_HEADER
 from .models import (
+    AUDIT_ACTIONS,
     NOTIFICATION_STATUSES,
+    PROJECT_PATTERN,
     REQUEST_MODELS,
+    SCOPES,
     AcceptedNotification,
+    ApiKey,
+    AuditEntry,
+    AuditPage,
     BatchAccepted,
     BatchRequest,
+    CreatedKey,
     DeadLetter,
     DeadLetterPage,
+    KeyList,
+    KeyRequest,
     NotificationDetail,
     NotificationPage,
     Problem,
@@ -41,6 +53,12 @@ _MODELS: list[tuple[type[BaseModel], Mode]] = [
     *((model, "validation") for model in REQUEST_MODELS.values()),
     (BatchRequest, "validation"),
     (RedriveFilter, "validation"),
+    (KeyRequest, "validation"),
+    (ApiKey, "serialization"),
+    (CreatedKey, "serialization"),
+    (KeyList, "serialization"),
+    (AuditEntry, "serialization"),
+    (AuditPage, "serialization"),
     (AcceptedNotification, "serialization"),
     (BatchAccepted, "serialization"),
     (NotificationDetail, "serialization"),
@@ -65,8 +83,11 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 _PROBLEM_DESCRIPTIONS = {
     400: "The body is not JSON in UTF-8.",
+    401: "No API key (`Authorization: Bearer <secret>`), or an unknown or revoked one.",
+    403: "The API key lacks the scope this operation needs.",
     404: "No such resource.",
     409: "The request conflicts with the resource's state.",
+    429: "The API key is over its rate limit; retry after `Retry-After` seconds.",
     413: "The body is too large.",
     415: "The body is not application/json.",
     422: (
@@ -77,6 +98,13 @@ _PROBLEM_DESCRIPTIONS = {
         "The database is unavailable or every connection stayed busy: nothing was accepted "
         "unless said otherwise; retry after `Retry-After` seconds."
     ),
+}
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "`Bearer`: the scheme to authenticate with.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
 }
 _RETRY_AFTER = {
     "Retry-After": {
@@ -91,7 +119,11 @@ def _problems(*statuses: int) -> dict[str, Any]:
     return {
         str(status): {
             "description": _PROBLEM_DESCRIPTIONS[status],
-            "headers": {**_CORRELATION_HEADER, **(_RETRY_AFTER if status == 503 else {})},
+            "headers": {
+                **_CORRELATION_HEADER,
+                **(_RETRY_AFTER if status in (429, 503) else {}),
+                **(_WWW_AUTHENTICATE if status == 401 else {}),
+            },
             "content": {
                 PROBLEM_CONTENT_TYPE: {"schema": {"$ref": REF_TEMPLATE.format(model="Problem")}}
             },
@@ -100,9 +132,25 @@ def _problems(*statuses: int) -> dict[str, Any]:
     }
 
 
+SECURITY_SCHEME = "bearer"
+
+
+def _scope(scope: str) -> list[dict[str, list[str]]]:
+    """The ``security`` of an operation open to API keys with ``scope``."""
+    return [{SECURITY_SCHEME: [scope]}]
+
+
+def _authenticated(operation: dict[str, Any]) -> dict[str, Any]:
+    """``operation`` with the answers to requests without a fitting key, if it needs one."""
+    if "security" not in operation:
+        return operation
+    return {**operation, "responses": {**operation["responses"], **_problems(401, 403, 429)}}
+
+
 def _reads_database(operation: dict[str, Any]) -> dict[str, Any]:
-    """``operation``, answered 503 with ``Retry-After`` when the database fails it."""
-    return {**operation, "responses": {**operation["responses"], **_problems(503)}}
+    """``operation``, answered 503 with ``Retry-After`` when the database fails it (and 401, 403
+    and 429 when it needs an API key: every operation that reads the database does)."""
+    return _authenticated({**operation, "responses": {**operation["responses"], **_problems(503)}})
 
 
 def _reads_body(operation: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +187,12 @@ _LIMIT = _query(
     "limit",
     "Items per page.",
     {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+)
+_PROJECT = _query(
+    "project",
+    "Only this project's (an admin key sees every project's unless told; another key only "
+    "its own: naming another is a 403).",
+    {"type": "string", "pattern": PROJECT_PATTERN},
 )
 _CURSOR = _query("cursor", "`next_cursor` of the previous page.", {"type": "string"})
 _TRACEPARENT = {
@@ -202,6 +256,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/notifications": {
             "post": _reads_body(
                 {
+                    "security": _scope("send"),
                     "summary": "Accept a notification",
                     "operationId": "createNotification",
                     "parameters": [
@@ -215,7 +270,9 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, **_json(notification_request)},
                     "responses": {
                         "202": _ok(
-                            "Accepted: stored and queued.", ref(AcceptedNotification), **location
+                            "Accepted: stored and queued.",
+                            ref(AcceptedNotification),
+                            **location,
                         ),
                         "200": _ok(
                             "The notification an earlier request with this Idempotency-Key made.",
@@ -229,6 +286,7 @@ def openapi_document() -> dict[str, Any]:
             ),
             "get": _reads_database(
                 {
+                    "security": _scope("read"),
                     "summary": "List notifications, newest first",
                     "operationId": "listNotifications",
                     "parameters": [
@@ -242,6 +300,7 @@ def openapi_document() -> dict[str, Any]:
                             "Only this channel.",
                             {"type": "string", "enum": list(REQUEST_MODELS)},
                         ),
+                        _PROJECT,
                         _LIMIT,
                         _CURSOR,
                     ],
@@ -255,6 +314,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/notifications/batch": {
             "post": _reads_body(
                 {
+                    "security": _scope("send"),
                     "summary": "Accept many notifications at once (all or none)",
                     "description": (
                         "One invalid notification rejects the whole batch (422, each problem "
@@ -286,6 +346,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/notifications/{id}": {
             "get": _reads_database(
                 {
+                    "security": _scope("read"),
                     "summary": "A notification with its attempts and dead letters",
                     "operationId": "getNotification",
                     "parameters": [_ID],
@@ -299,6 +360,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/dead-letters": {
             "get": _reads_database(
                 {
+                    "security": _scope("admin"),
                     "summary": "List dead letters, newest first (unresolved ones unless told)",
                     "operationId": "listDeadLetters",
                     "parameters": [
@@ -322,6 +384,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/dead-letters/redrive": {
             "post": _reads_body(
                 {
+                    "security": _scope("admin"),
                     "summary": "Redrive the unresolved dead letters the filter matches",
                     "description": (
                         "Oldest first, at most `HERALD_API_MAX_REDRIVE` per request: while the "
@@ -338,6 +401,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/dead-letters/{id}": {
             "get": _reads_database(
                 {
+                    "security": _scope("admin"),
                     "summary": "A dead letter",
                     "operationId": "getDeadLetter",
                     "parameters": [_ID],
@@ -349,6 +413,7 @@ def openapi_document() -> dict[str, Any]:
             ),
             "delete": _reads_database(
                 {
+                    "security": _scope("admin"),
                     "summary": "Discard a dead letter (resolution `discarded`)",
                     "operationId": "discardDeadLetter",
                     "parameters": [_ID],
@@ -362,6 +427,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/dead-letters/{id}/redrive": {
             "post": _reads_database(
                 {
+                    "security": _scope("admin"),
                     "summary": "Queue the dead letter's failed notification again",
                     "description": (
                         "Starts a new attempt generation with a fresh attempt budget, numbered "
@@ -373,6 +439,81 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _ok("The dead letter, now resolved as `redriven`.", ref(DeadLetter)),
                         **_problems(404, 409),
+                    },
+                }
+            ),
+        },
+        "/v1/keys": {
+            "post": _reads_body(
+                {
+                    "security": _scope("admin"),
+                    "summary": "Create an API key (its secret is in this response only)",
+                    "operationId": "createKey",
+                    "requestBody": {"required": True, **_json(ref(KeyRequest))},
+                    "responses": {
+                        "201": _ok(
+                            "Created: keep the secret, it is not shown again.",
+                            ref(CreatedKey),
+                            Location={
+                                "description": "The key's URL.",
+                                "schema": {"type": "string"},
+                            },
+                        ),
+                    },
+                }
+            ),
+            "get": _reads_database(
+                {
+                    "security": _scope("admin"),
+                    "summary": "List every API key (never their secrets)",
+                    "operationId": "listKeys",
+                    "responses": {"200": _ok("Every key.", ref(KeyList))},
+                }
+            ),
+        },
+        "/v1/keys/{id}": {
+            "delete": _reads_database(
+                {
+                    "security": _scope("admin"),
+                    "summary": "Revoke an API key",
+                    "description": "Every replica refuses it within 5 seconds.",
+                    "operationId": "revokeKey",
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": _ok("Revoked.", ref(ApiKey)),
+                        **_problems(404, 409),
+                    },
+                }
+            ),
+        },
+        "/v1/audit": {
+            "get": _reads_database(
+                {
+                    "security": _scope("admin"),
+                    "summary": "The audit trail of admin actions, newest first",
+                    "operationId": "listAudit",
+                    "parameters": [
+                        _query(
+                            "action",
+                            "Only this action.",
+                            {"type": "string", "enum": list(AUDIT_ACTIONS)},
+                        ),
+                        _query(
+                            "since",
+                            "Only actions at or after this instant.",
+                            {"type": "string", "format": "date-time"},
+                        ),
+                        _query(
+                            "until",
+                            "Only actions before this instant.",
+                            {"type": "string", "format": "date-time"},
+                        ),
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                    "responses": {
+                        "200": _ok("A page of the audit trail.", ref(AuditPage)),
+                        **_problems(422),
                     },
                 }
             ),
@@ -426,11 +567,36 @@ def openapi_document() -> dict[str, Any]:
             "version": "1",
             "description": (
                 "Accepts notifications, reports their delivery, and manages dead letters. "
+                "Every `/v1` operation needs an API key (`Authorization: Bearer <secret>`) with "
+                "the scope it names; what a key creates belongs to its project. "
                 "Errors are RFC 9457 problem details (application/problem+json)."
             ),
         },
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": (
+                        "An API key's secret (`hrld_...`), made by `herald-keys create` or "
+                        "`POST /v1/keys`. Scopes: " + ", ".join(f"`{s}`" for s in SCOPES) + "."
+                    ),
+                }
+            },
+        },
+    }
+
+
+@functools.cache
+def required_scopes() -> dict[tuple[str, str], str]:
+    """The scope each operation needs, by (method, route template): read from the document."""
+    return {
+        (method.upper(), path): requirement[SECURITY_SCHEME][0]
+        for path, operations in openapi_document()["paths"].items()
+        for method, operation in operations.items()
+        for requirement in operation.get("security", [])
     }
 
 

@@ -12,10 +12,13 @@ from .errors import (
     ApiError,
     BodyTooLarge,
     Conflict,
+    Forbidden,
     IdempotencyConflict,
     InvalidInput,
     MalformedBody,
     NotFound,
+    RateLimited,
+    Unauthenticated,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -36,6 +39,9 @@ _KINDS: dict[type[ApiError], tuple[int, str, str]] = {
     UnsupportedMediaType: (415, "Unsupported Media Type", "about:blank"),
     BodyTooLarge: (413, "Content Too Large", "about:blank"),
     InvalidInput: (422, "Invalid request", f"{PROBLEM_BASE}validation"),
+    Unauthenticated: (401, "Unauthorized", f"{PROBLEM_BASE}unauthenticated"),
+    Forbidden: (403, "Forbidden", f"{PROBLEM_BASE}forbidden"),
+    RateLimited: (429, "Too Many Requests", f"{PROBLEM_BASE}rate-limited"),
     NotFound: (404, "Not Found", "about:blank"),
     IdempotencyConflict: (409, "Idempotency key reused", f"{PROBLEM_BASE}idempotency-conflict"),
     Conflict: (409, "Conflict", f"{PROBLEM_BASE}conflict"),
@@ -80,8 +86,16 @@ def _http_problem(request: web.Request, exc: web.HTTPException) -> web.Response:
     )
 
 
+def _headers_for(error: ApiError) -> dict[str, str] | None:
+    if isinstance(error, Unavailable | RateLimited):
+        return {"Retry-After": str(error.retry_after)}
+    if isinstance(error, Unauthenticated):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
+
+
 def _unavailable(error: Unavailable) -> web.Response:
-    return problem_response(problem_for(error), headers={"Retry-After": str(error.retry_after)})
+    return problem_response(problem_for(error), headers=_headers_for(error))
 
 
 @web.middleware
@@ -98,7 +112,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.warning("request refused", detail=exc.detail, path=request.path)
         return _unavailable(exc)
     except ApiError as exc:
-        return problem_response(problem_for(exc))
+        return problem_response(problem_for(exc), headers=_headers_for(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
 from herald_common.settings import CommonSettings
 
@@ -57,6 +57,33 @@ class ApiSettings(CommonSettings):
             "continues after them."
         ),
     )
+    api_bootstrap_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "When set (any string of at least 32 characters), the API makes sure at start that "
+            "a key with exactly this secret exists in project `default` with scopes `send`, "
+            "`read` and `admin` (a revoked one stays revoked). For development, compose and "
+            "tests; create real keys with `herald-keys create`."
+        ),
+    )
+    api_key_rate_limit: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Requests a second each API key may make (bursts of twice that) when the key sets "
+            "no rate of its own; over it, 429 with `Retry-After`. 0: no limit. Counted per API "
+            "replica."
+        ),
+    )
+    api_key_cache_ttl: float = Field(
+        default=2.0,
+        gt=0,
+        le=5,
+        description=(
+            "Seconds a replica trusts a key it verified (or found unknown) before asking the "
+            "database again: a revoked key stops working on every replica within this time."
+        ),
+    )
     outbox_grace: float = Field(
         default=10.0,
         ge=0,
@@ -65,6 +92,18 @@ class ApiSettings(CommonSettings):
             "may publish it; the API publishes it itself right after commit when it can."
         ),
     )
+
+    @field_validator("api_bootstrap_key", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("api_bootstrap_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("the bootstrap key must be at least 32 characters")
+        return value
 
 
 API_SETTINGS = web.AppKey("api_settings", ApiSettings)
