@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import uuid
 from typing import Any
 
 import asyncpg
+import pytest
 
 from herald_api.keys import secret_hash
 from herald_api.models import SCOPES
 from herald_api.openapi import required_scopes
+from herald_api.settings import ApiSettings
 from services.api.tests.support import (
     ADMIN_SECRET,
     Client,
@@ -133,7 +136,7 @@ async def test_a_revoked_key_stops_working_on_every_replica_within_5_seconds(
 async def test_three_replicas_starting_together_make_one_bootstrap_key(
     make_client: ClientFactory, pool: asyncpg.Pool[Any]
 ) -> None:
-    secret = "compose-chosen-bootstrap-key-" + uuid.uuid4().hex
+    secret = "hrld_compose-chosen-bootstrap-key-" + uuid.uuid4().hex
     replicas = await asyncio.gather(
         *(make_client(api_bootstrap_key=secret, secret=secret) for _ in range(3))
     )
@@ -185,3 +188,55 @@ async def test_over_its_rate_limit_a_key_gets_429_with_retry_after(
     assert 1 <= int(refused.headers["Retry-After"]) <= 2
     await asyncio.sleep(int(refused.headers["Retry-After"]))
     assert (await client.get("/v1/notifications", headers=bearer(default_rate))).status == 200
+
+
+async def test_header_bytes_that_are_no_key_are_a_401_not_a_500(client: Client) -> None:
+    """The HTTP parser lets any byte into a header; a secret that cannot be a key is refused
+    before it is hashed or looked up."""
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(
+            b"GET /v1/notifications HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"401", status_line
+    for weak in ("hrld_short", "Bearer", "hrld_" + "é" * 43):
+        response = await client.get("/v1/notifications", headers=bearer(weak))
+        assert response.status == 401
+
+
+async def test_a_rotated_bootstrap_secret_revokes_the_previous_one(
+    make_client: ClientFactory, pool: asyncpg.Pool[Any]
+) -> None:
+    await make_client()  # the first deployment's bootstrap secret: ADMIN_SECRET
+    rotated = "hrld_" + secrets.token_urlsafe(32)
+    new = await make_client(secret=rotated, api_bootstrap_key=rotated)
+    assert (await new.get("/v1/notifications")).status == 200
+    old = await new.get("/v1/notifications", headers=bearer(ADMIN_SECRET))
+    assert old.status == 401  # this replica forgot nothing: the old row is revoked
+    actions = [r["action"] for r in await pool.fetch("SELECT action FROM audit_log ORDER BY at")]
+    assert actions.count("key.revoke") == 1
+
+
+def test_a_weak_bootstrap_secret_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValueError, match="hrld_") as refused:
+        ApiSettings(api_bootstrap_key="changeme-changeme-changeme-changeme-changeme")
+    assert "changeme" not in str(refused.value)
+
+
+async def test_a_project_filter_that_is_no_project_name_is_a_422(client: Client) -> None:
+    response = await client.get(f"/v1/notifications/{uuid.uuid4()}", params={"project": "a\x00b"})
+    assert response.status == 422
+
+
+async def test_a_new_secret_is_never_cached(client: Client) -> None:
+    response = await client.post(
+        "/v1/keys", json={"name": "ops", "project": "default", "scopes": ["read"]}
+    )
+    assert response.status == 201, await response.text()
+    assert response.headers["Cache-Control"] == "no-store"

@@ -24,7 +24,10 @@ def _split_commas(value: Any) -> Any:
 class CommonSettings(BaseSettings):
     """Connection and naming settings every service reads."""
 
-    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+    # Settings hold secrets: a value that fails validation is never repeated in the error.
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_", extra="ignore", hide_input_in_errors=True
+    )
 
     amqp_url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),

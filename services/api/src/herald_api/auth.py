@@ -22,7 +22,7 @@ from aiohttp.typedefs import Handler
 from herald_common.ratelimit import TokenBucket
 
 from .errors import Forbidden, RateLimited, Unauthenticated
-from .keys import KEYS
+from .keys import KEYS, well_formed
 from .openapi import required_scopes
 from .principal import PRINCIPAL, VerifiedKey
 
@@ -55,7 +55,10 @@ def _secret(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     if header[: len(_BEARER)].lower() != _BEARER or not header[len(_BEARER) :].strip():
         raise Unauthenticated("send an API key: Authorization: Bearer <secret>")
-    return header[len(_BEARER) :].strip()
+    secret = header[len(_BEARER) :].strip()
+    if not well_formed(secret):
+        raise Unauthenticated("the API key is unknown or revoked")
+    return secret
 
 
 @web.middleware
@@ -75,6 +78,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     method = "GET" if request.method == "HEAD" else request.method  # aiohttp's HEAD of a GET
     # Routes outside the table (a 404, a 405) need a key, but no scope: they do nothing.
     scope = required_scopes().get((method, resource.canonical if resource is not None else ""))
+    if scope is None and request.match_info.http_exception is None:
+        # A route that matched but has no scope in the table: refuse rather than fail open.
+        raise Forbidden("this operation has no scope; no key may use it")
     if scope is not None and scope not in key.scopes:
         raise Forbidden(f"this API key lacks the {scope!r} scope")
     request[PRINCIPAL] = key

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
+import structlog
 from aiohttp import web
 
 from . import audit
@@ -37,7 +39,19 @@ if TYPE_CHECKING:
 
     Connection = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
 
+log = structlog.get_logger("herald_api.keys")
+
 SECRET_PREFIX = "hrld_"
+SECRET_PATTERN = re.compile(r"hrld_[A-Za-z0-9_-]{43,200}")
+"""A secret Herald makes (``hrld_`` + 256 random bits in URL-safe base64), or one as strong."""
+
+
+def well_formed(secret: str) -> bool:
+    """Whether ``secret`` can be a key at all: anything else is refused before it is hashed or
+    looked up (no query, no cache entry, no encoding error for bytes the HTTP parser let in)."""
+    return SECRET_PATTERN.fullmatch(secret) is not None
+
+
 _KEY_COLUMNS = "id, name, project, scopes, rate_limit, created_at, revoked_at"
 
 
@@ -122,22 +136,40 @@ async def revoke_key(connection: Connection, id: UUID, actor: VerifiedKey | None
     return _key(row)
 
 
-async def ensure_bootstrap_key(executor: Executor, secret: str) -> None:
-    """Make sure a key with this secret exists (project ``default``, every scope).
+async def ensure_bootstrap_key(connection: Connection, secret: str) -> None:
+    """Make sure a key with this secret exists (project ``default``, every scope), and revoke a
+    bootstrap key of an earlier secret (a rotated HERALD_API_BOOTSTRAP_KEY must stop working).
 
     Replicas starting together race here: the unique hash settles it, one row, no error. A
     bootstrap key that was revoked stays revoked: revoking is an operator's decision, and a
-    restart must not undo it. Not audited: no one acted; the deployment's configuration did.
+    restart must not undo it (it is logged, as the deployment may have no admin key left).
     """
-    await executor.execute(
-        """INSERT INTO api_keys (id, name, project, scopes, secret_hash)
-           VALUES ($1, 'bootstrap', $2, $3, $4)
-           ON CONFLICT (secret_hash) DO NOTHING""",
-        uuid.uuid4(),
-        DEFAULT_PROJECT,
-        list(SCOPES),
-        secret_hash(secret),
-    )
+    digest = secret_hash(secret)
+    async with connection.transaction():
+        created = await connection.fetchval(
+            """INSERT INTO api_keys (id, name, project, scopes, secret_hash, bootstrap)
+               VALUES ($1, 'bootstrap', $2, $3, $4, true)
+               ON CONFLICT (secret_hash) DO NOTHING RETURNING id""",
+            uuid.uuid4(),
+            DEFAULT_PROJECT,
+            list(SCOPES),
+            digest,
+        )
+        if created is not None:
+            await audit.record(connection, None, "key.create", str(created), {"name": "bootstrap"})
+        rotated = await connection.fetch(
+            """UPDATE api_keys SET revoked_at = now()
+               WHERE bootstrap AND secret_hash <> $1 AND revoked_at IS NULL RETURNING id""",
+            digest,
+        )
+        for row in rotated:
+            why = {"name": "bootstrap", "why": "bootstrap secret changed"}
+            await audit.record(connection, None, "key.revoke", str(row["id"]), why)
+        revoked = await connection.fetchval(
+            "SELECT revoked_at IS NOT NULL FROM api_keys WHERE secret_hash = $1", digest
+        )
+    if revoked:
+        log.warning("the bootstrap key (HERALD_API_BOOTSTRAP_KEY) is revoked; it stays revoked")
 
 
 class KeyStore:
@@ -150,21 +182,29 @@ class KeyStore:
     """
 
     _MAX_ENTRIES = 10_000
-    """Beyond this many remembered hashes (a flood of made-up secrets) the cache starts over."""
+    """Beyond this many remembered unknown hashes (a flood of made-up secrets) that cache starts
+    over; known keys are remembered apart, so such a flood never evicts them."""
+    _LOOKUP_CONNECTIONS = 2
+    """Lookups of uncached secrets in flight at once: made-up secrets cannot take the pool."""
 
     def __init__(self, database: Database, ttl: float) -> None:
         self._database = database
         self._ttl = ttl
         self._cache: dict[bytes, tuple[float, VerifiedKey | None]] = {}
+        self._unknown: dict[bytes, float] = {}
+        self._lookup_slots = asyncio.Semaphore(self._LOOKUP_CONNECTIONS)
         self._lookups: dict[bytes, asyncio.Future[VerifiedKey | None]] = {}
         """Queries in flight, by hash."""
 
     async def verify(self, secret: str) -> VerifiedKey | None:
         """The unrevoked key with this secret (as of at most ``ttl`` seconds ago), or None."""
         digest = secret_hash(secret)
+        now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > now:
             return cached[1]
+        if self._unknown.get(digest, 0.0) > now:
+            return None
         lookup = self._lookups.get(digest)
         if lookup is None:
             # A task of its own: a request that goes away does not cancel the others' lookup.
@@ -173,15 +213,19 @@ class KeyStore:
         return await asyncio.shield(lookup)
 
     async def _look_up(self, digest: bytes, secret: str) -> VerifiedKey | None:
-        asked_at = time.monotonic()
         try:
-            async with self._database.connection() as connection:
-                key = await find_key(connection, secret)
+            async with self._lookup_slots:
+                asked_at = time.monotonic()
+                async with self._database.connection() as connection:
+                    key = await find_key(connection, secret)
         finally:
             del self._lookups[digest]
-        if len(self._cache) >= self._MAX_ENTRIES:
-            self._cache.clear()
-        self._cache[digest] = (asked_at + self._ttl, key)
+        if key is None:
+            if len(self._unknown) >= self._MAX_ENTRIES:
+                self._unknown.clear()
+            self._unknown[digest] = asked_at + self._ttl
+        else:
+            self._cache[digest] = (asked_at + self._ttl, key)
         return key
 
     def forget(self, id: UUID) -> None:
@@ -213,7 +257,12 @@ async def create_key_route(request: web.Request) -> web.Response:
     settings = request.app[API_SETTINGS]
     body = parse_model(KeyRequest, await read_json(request, settings.api_max_body_bytes))
     created = await request.app[KEYS].create(body, principal(request))
-    return json_model(created, status=201, headers={"Location": f"/v1/keys/{created.id}"})
+    # The secret is in this response and nowhere else: no cache may keep it.
+    return json_model(
+        created,
+        status=201,
+        headers={"Location": f"/v1/keys/{created.id}", "Cache-Control": "no-store"},
+    )
 
 
 async def list_keys_route(request: web.Request) -> web.Response:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from uuid import UUID
 
 from aiohttp import web
 
-from .errors import Forbidden
+from .errors import FieldProblem, Forbidden, InvalidInput
+from .models import PROJECT_PATTERN
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ def visible_project(request: web.Request) -> str | None:
     """
     key = principal(request)
     asked = request.query.get("project") or None
+    if asked is not None and not re.fullmatch(PROJECT_PATTERN, asked):
+        raise InvalidInput([FieldProblem("project", "not a project name")])
     if key.is_admin:
         return asked
     if asked is not None and asked != key.project:

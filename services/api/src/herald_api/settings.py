@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 from pydantic import Field, SecretStr, field_validator
 
@@ -101,8 +103,16 @@ class ApiSettings(CommonSettings):
     @field_validator("api_bootstrap_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 32:
-            raise ValueError("the bootstrap key must be at least 32 characters")
+        # As strong as the keys Herald makes: its hash is fast (SHA-256), so a weak secret could
+        # be guessed offline from a copy of the database. The value is never echoed.
+        if value is not None and not re.fullmatch(
+            r"hrld_[A-Za-z0-9_-]{43,200}", value.get_secret_value()
+        ):
+            raise ValueError(
+                "the bootstrap key must be hrld_ followed by at least 43 URL-safe base64 "
+                "characters (256 bits): make one with `herald-keys create` or "
+                "python -c \"import secrets; print('hrld_' + secrets.token_urlsafe(32))\""
+            )
         return value
 
 

@@ -19,7 +19,9 @@ CREATE TABLE api_keys (
     -- Requests a second; NULL takes HERALD_API_KEY_RATE_LIMIT, 0 means no limit.
     rate_limit  double precision CHECK (rate_limit >= 0),
     created_at  timestamptz NOT NULL DEFAULT now(),
-    revoked_at  timestamptz
+    revoked_at  timestamptz,
+    -- Made from HERALD_API_BOOTSTRAP_KEY: when that secret changes, the previous one is revoked.
+    bootstrap   boolean NOT NULL DEFAULT false
 );
 CREATE INDEX api_keys_by_project ON api_keys (project, created_at);
 
