@@ -1,17 +1,18 @@
-"""What both push providers do with HTTP: a client session of their own, Retry-After, and turning
-a failed request into the right transient error."""
+"""What both push providers do with HTTP: a client session of their own, Retry-After (read as
+``herald_common.http_api`` reads it for every HTTP provider), and turning a failed request into
+the right transient error."""
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
-from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
 from herald_common.errors import TransientError
+from herald_common.http_api import (
+    retry_after as retry_after,  # shared with the other HTTP providers
+)
 
 MAX_ERROR_BODY = 500
 """Characters of a provider's error body kept in an error message."""
@@ -28,21 +29,6 @@ def new_session(*, connections: int, timeout: float) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=timeout),
         headers={"User-Agent": "herald-channel-push"},
     )
-
-
-def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date), or None."""
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def request_failed(
