@@ -56,7 +56,7 @@ run: install ## Start RabbitMQ and PostgreSQL if needed, migrate, run every serv
 	@uv run python -m scripts.dev_key --curl
 	HERALD_API_BOOTSTRAP_KEY="$$(uv run python -m scripts.dev_key)" uv run honcho start -f Procfile
 
-bench: install ## Measure throughput and latency on this machine (prints a table)
+bench: install ## Measure Herald and its peers (../shared/bench-peers) side by side; prints a table
 	scripts/dev-infra.sh
 	uv run python -m bench
 

@@ -1,11 +1,15 @@
 """``python -m bench``: run the benchmark scenarios and print the table.
 
-    uv run python -m bench                    # everything, default sizes (3 to 5 minutes)
+    uv run python -m bench                    # everything, the peers first (about 10 minutes)
     uv run python -m bench --quick            # small sizes: a smoke run
     uv run python -m bench --only durable-e2e -n 50000
     uv run python -m bench --env HERALD_PREFETCH=256   # settings for every service started
 
-Each scenario gets its own namespace and database; everything is removed at the end, also after
+The first scenario, ``peers``, runs the shared peer harness (``../shared/bench-peers``, or
+``HERALD_BENCH_PEERS``): the bare broker loop and Celery, Dramatiq and BullMQ doing one
+PostgreSQL UPDATE per task, so Herald's durable figure prints as a ratio to them, measured in the
+same run (``--only`` without ``peers`` skips them). Each scenario gets its own namespace and
+database; everything is removed at the end, also after
 a failure or Ctrl-C. Service logs are kept (and their place printed) when a scenario fails or
 with ``--keep-logs``.
 """

@@ -29,6 +29,7 @@ from tests.support.processes import free_port
 from tests.support.system import BOOTSTRAP_KEY, new_key
 
 from .load import email, open_loop, poll_until, post_batches, single_body
+from .peers import PeerRates, run_peers
 from .procs import BenchProcess, CpuMonitor, describe_cpu, peak_rss_mb
 from .report import ScenarioReport, millis, number, percentile
 
@@ -36,6 +37,8 @@ BATCH_SIZE = 1000
 POSTING_CLIENTS = 4
 DURABLE_TARGET = 2100.0
 DURABLE_SHARE_OF_BARE = 0.60
+DURABLE_SHARE_OF_DRAMATIQ = 1.0
+"""Durable end to end against Dramatiq doing one PostgreSQL UPDATE per task (W5), same run."""
 EMAIL_SHARE_OF_BARE = 0.90
 SINGLE_POST_P99 = 0.020
 BULK_SECONDS = 20.0
@@ -69,6 +72,7 @@ class Bench:
     log_root: Path
     processes: list[BenchProcess] = field(default_factory=list)
     bare_broker_rate: float | None = None
+    peers: PeerRates = field(default_factory=PeerRates)
 
     def kill_all(self) -> None:
         for process in self.processes:
@@ -270,6 +274,13 @@ async def _settle(task: asyncio.Task[Any]) -> None:
         task.exception()  # retrieved: no "exception was never retrieved" at exit
 
 
+# -- 0. the peers, side by side -----------------------------------------------------------------
+
+
+async def peers(bench: Bench, report: ScenarioReport, n: int) -> None:
+    bench.peers = await run_peers(report, n)
+
+
 # -- 1. bare broker -----------------------------------------------------------------------------
 
 
@@ -366,6 +377,15 @@ async def durable_e2e(bench: Bench, report: ScenarioReport, n: int) -> None:
                 f">= {DURABLE_SHARE_OF_BARE:.0%}",
                 share >= DURABLE_SHARE_OF_BARE,
             )
+        for peer, name, share_target in (
+            ("dramatiq", "Dramatiq W5", DURABLE_SHARE_OF_DRAMATIQ),
+            ("w0", "peer W0 loop", DURABLE_SHARE_OF_BARE),
+        ):
+            peer_rate = bench.peers.get(peer)
+            if peer_rate:
+                share = rate / peer_rate
+                report.row(f"delivered / {name}", f"{share:.0%}", f">= {share_target:.0%}",
+                           share >= share_target)  # fmt: skip
         await _latency_rows(stack, report)
         _memory_row(stack, report, "channel-instant")
     finally:
@@ -627,6 +647,7 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
+        Scenario("peers", peers, 20_000, 2_000, "jobs per peer (../shared/bench-peers)"),
         Scenario("bare-broker", bare_broker, 20_000, 2_000, "messages"),
         Scenario("durable-e2e", durable_e2e, 20_000, 2_000, "notifications"),
         Scenario("email-e2e", email_e2e, 5_000, 1_000, "mails"),
