@@ -32,7 +32,7 @@ from herald_common.schemas import FcmRecipient, PushDelivery
 from herald_common.worker import Receipt
 
 from .access_token import AccessTokens
-from .http import excerpt, json_object, new_session, request_failed, retry_after
+from .http import ProviderSession, excerpt, json_object, request_failed, retry_after
 from .service_account import ServiceAccount
 from .settings import PushSettings
 
@@ -153,10 +153,11 @@ class FcmProvider:
         base = settings.push_fcm_base_url.rstrip("/")
         self.url = f"{base}/v1/projects/{account.project_id}/messages:send"
         self.tokens = AccessTokens(account, FCM_SCOPE, provider=self.name)
-        self._timeout = settings.provider_limits(self.name).timeout
-        self._connections = settings.push_fcm_connections
         self._slots = asyncio.Semaphore(settings.push_fcm_connections)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = ProviderSession(
+            connections=settings.push_fcm_connections,
+            timeout=settings.provider_limits(self.name).timeout,
+        )
 
     def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
         return self._slots
@@ -169,7 +170,7 @@ class FcmProvider:
                 provider=self.name,
             )
         request = {"message": fcm_message(delivery, recipient.token, now=time.time())}
-        session = self._client()
+        session = self._http.get()
         token = await self.tokens.get(session)
         answer = await self._post(session, token, request)
         if answer.status == 401 and answer.error_code != THIRD_PARTY_AUTH_ERROR:
@@ -201,12 +202,5 @@ class FcmProvider:
                 exc, provider=self.name, what="sending to FCM", delivers=True
             ) from None
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session(connections=self._connections, timeout=self._timeout)
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()

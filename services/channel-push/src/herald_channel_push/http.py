@@ -18,6 +18,26 @@ MAX_ERROR_BODY = 500
 """Characters of a provider's error body kept in an error message."""
 
 
+class ProviderSession:
+    """A provider's own aiohttp session: made on first use, inside the running loop (aiohttp
+    binds it there), made again if it was closed, and closed with the provider."""
+
+    def __init__(self, *, connections: int, timeout: float) -> None:
+        self._connections = connections
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = new_session(connections=self._connections, timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 def new_session(*, connections: int, timeout: float) -> aiohttp.ClientSession:
     """A session for one provider; create it inside the running loop (aiohttp binds it there).
 

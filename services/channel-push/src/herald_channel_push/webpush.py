@@ -29,7 +29,7 @@ from herald_common.schemas import PushDelivery, WebPushRecipient
 from herald_common.worker import Receipt
 
 from .encryption import InvalidSubscription, PayloadTooLarge, encrypt
-from .http import excerpt, new_session, request_failed, retry_after
+from .http import ProviderSession, excerpt, request_failed, retry_after
 from .settings import PushSettings
 from .vapid import Vapid, load_vapid_key
 
@@ -97,10 +97,11 @@ class WebPushProvider:
                 "HERALD_PUSH_WEBPUSH_VAPID_SUBJECT"
             )
         self.vapid = Vapid(load_vapid_key(key.get_secret_value()), subject)
-        self._timeout = settings.provider_limits(self.name).timeout
-        self._connections = settings.push_webpush_connections
         self._slots = asyncio.Semaphore(settings.push_webpush_connections)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = ProviderSession(
+            connections=settings.push_webpush_connections,
+            timeout=settings.provider_limits(self.name).timeout,
+        )
 
     def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
         return self._slots
@@ -126,7 +127,7 @@ class WebPushProvider:
             "Authorization": self.vapid.authorization(subscription.endpoint),
         }
         try:
-            async with self._client().post(
+            async with self._http.get().post(
                 subscription.endpoint, data=body, headers=headers, allow_redirects=False
             ) as response:
                 text = await response.text(errors="replace")
@@ -139,12 +140,5 @@ class WebPushProvider:
                 exc, provider=self.name, what="sending to the push service", delivers=True
             ) from None
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session(connections=self._connections, timeout=self._timeout)
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
