@@ -3,7 +3,6 @@ makes, the receipt it returns, and how each failure maps to transient or permane
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from herald_common.schemas import EmailContent, EmailDelivery
 from herald_common.worker import Receipt
 from tests.support.fakes.sendgrid import SendgridFake, sendgrid_error
 from tests.support.processes import free_port
+from tests.support.providers import send_like_the_runtime as _send
 
 
 def _delivery(
@@ -42,13 +42,6 @@ def _settings(fake: SendgridFake, **overrides: Any) -> EmailSettings:
         **overrides,
     }
     return EmailSettings(**fields)
-
-
-async def _send(provider: SendgridProvider, delivery: EmailDelivery, timeout: float = 5) -> Receipt:
-    """As the channel-worker runtime calls a provider: the slot untimed, the send timed."""
-    async with provider.slot():
-        async with asyncio.timeout(timeout):
-            return await provider.send(delivery)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from herald_channel_email.settings import EmailSettings
 from herald_channel_email.smtp import SmtpProvider, build_message, data_block
 from herald_common.errors import PermanentError, TransientError
 from herald_common.schemas import EmailContent, EmailDelivery
-from herald_common.worker import Receipt
 from tests.support.processes import free_port
+from tests.support.providers import send_like_the_runtime as _send
 from tests.support.smtp import FakeSmtp
 
 
@@ -26,13 +26,6 @@ def _delivery(to: str, html: str | None = "<b>hi</b>", text: str = "hi") -> Emai
         created_at=datetime.now(UTC),
         correlation_id="corr-1",
     )
-
-
-async def _send(provider: SmtpProvider, delivery: EmailDelivery, timeout: float = 10) -> Receipt:
-    """As the channel-worker runtime calls a provider: the slot untimed, the send timed."""
-    async with provider.slot():
-        async with asyncio.timeout(timeout):
-            return await provider.send(delivery)
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from herald_channel_push.fcm import FcmProvider
 from herald_channel_push.settings import PushSettings
 from herald_common.errors import PermanentError, TransientError
 from herald_common.schemas import FcmRecipient, PushContent, PushDelivery
-from herald_common.worker import Receipt
 from tests.support.fakes.fcm import FCM_SCOPE, FcmFake
 from tests.support.processes import free_port
+from tests.support.providers import send_like_the_runtime as _send
 
 
 def _delivery(token: str = "device-token-1", **content: Any) -> PushDelivery:
@@ -30,13 +30,6 @@ def _delivery(token: str = "device-token-1", **content: Any) -> PushDelivery:
         content=PushContent(**{"title": "Hello", "body": "World", **content}),
         created_at=datetime.now(UTC),
     )
-
-
-async def _send(provider: FcmProvider, delivery: PushDelivery) -> Receipt:
-    """As the channel-worker runtime calls a provider: inside its slot, bounded in time."""
-    async with provider.slot():
-        async with asyncio.timeout(10):
-            return await provider.send(delivery)
 
 
 ProviderFactory = Callable[..., FcmProvider]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -25,8 +24,8 @@ from herald_common.schemas import (
     WebPushRecipient,
     WebPushSubscription,
 )
-from herald_common.worker import Receipt
 from tests.support.fakes.webpush import Subscription, WebPushFake
+from tests.support.providers import send_like_the_runtime as _send
 
 SUBJECT = "mailto:ops@herald.example"
 
@@ -44,13 +43,6 @@ def _delivery(subscription: Subscription, **content: Any) -> PushDelivery:
         content=PushContent(**{"title": "Hello", "body": "World", **content}),
         created_at=datetime.now(UTC),
     )
-
-
-async def _send(provider: WebPushProvider, delivery: PushDelivery) -> Receipt:
-    """As the channel-worker runtime calls a provider: inside its slot, bounded in time."""
-    async with provider.slot():
-        async with asyncio.timeout(10):
-            return await provider.send(delivery)
 
 
 ProviderFactory = Callable[..., WebPushProvider]

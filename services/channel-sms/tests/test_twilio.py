@@ -20,6 +20,7 @@ from herald_common.schemas import SmsContent, SmsDelivery
 from herald_common.worker import Receipt
 from tests.support.fakes.twilio import TwilioFake
 from tests.support.processes import free_port
+from tests.support.providers import send_like_the_runtime as _send
 
 SENDER = "+15005550006"
 
@@ -40,13 +41,6 @@ def _settings(fake: TwilioFake, **overrides: Any) -> SmsSettings:
         **overrides,
     }
     return SmsSettings(**fields)
-
-
-async def _send(provider: TwilioProvider, delivery: SmsDelivery, timeout: float = 5) -> Receipt:
-    """As the channel-worker runtime calls a provider: the slot untimed, the send timed."""
-    async with provider.slot():
-        async with asyncio.timeout(timeout):
-            return await provider.send(delivery)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ what it returns, and how each status and HTTP failure maps to transient or perma
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from herald_common.schemas import SmsContent, SmsDelivery
 from herald_common.worker import Receipt
 from tests.support.fakes.vonage import VonageFake
 from tests.support.processes import free_port
+from tests.support.providers import send_like_the_runtime as _send
 
 
 def _delivery(to: str = "+447700900123", text: str = "Your code is 1234") -> SmsDelivery:
@@ -36,13 +36,6 @@ def _settings(fake: VonageFake, **overrides: Any) -> SmsSettings:
         **overrides,
     }
     return SmsSettings(**fields)
-
-
-async def _send(provider: VonageProvider, delivery: SmsDelivery, timeout: float = 5) -> Receipt:
-    """As the channel-worker runtime calls a provider: the slot untimed, the send timed."""
-    async with provider.slot():
-        async with asyncio.timeout(timeout):
-            return await provider.send(delivery)
 
 
 @pytest.fixture
