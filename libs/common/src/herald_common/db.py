@@ -21,9 +21,24 @@ async def _init_connection(connection: asyncpg.Connection[Any]) -> None:
         )
 
 
+# Every statement is planned for its own parameters and the tables as they are now. asyncpg
+# prepares each statement once per connection; PostgreSQL would then, after five executions,
+# switch to a generic plan made for the tables' size at that moment and keep it for the life of the
+# connection. A generic plan made while ``notifications`` held a few rows joins ``unnest($1)``
+# against it with a full scan, and keeps doing so at millions of rows (without ANALYZE nothing
+# invalidates it): per-notification cost that grows with the table. Planning these short
+# statements again costs a fraction of a millisecond per batch; ``test_query_plans`` proves it.
+SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool[Any]:
     pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=60,
+        server_settings=SERVER_SETTINGS,
     )
     assert pool is not None
     return pool

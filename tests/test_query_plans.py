@@ -1,0 +1,134 @@
+"""Per-notification database work does not grow with the tables.
+
+The hot statements (the channel services' claim and record, the dispatcher's outcomes, the
+outbox) are first run on nearly empty tables, on one pooled connection, more than the five times
+after which PostgreSQL may switch a prepared statement to a generic plan. The tables then grow to
+100,000 notifications, without ANALYZE (as on a server without autovacuum, or between its runs),
+and the same statements run again on the same connection: the rows PostgreSQL reads for them must
+stay a small multiple of the notifications they touch. A plan made for the empty tables and kept
+(a full scan of ``notifications`` joined to ``unnest($1)``) reads every row of the table instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from herald_common import ledger, outbox
+from herald_common.db import create_pool
+from herald_common.ledger import Claim, RecordedResult
+from herald_common.schemas import AttemptOutcome
+from herald_dispatcher.outcomes import apply_outcomes
+
+GROWN_TO = 100_000
+BATCH = 20
+ROUNDS = 8
+"""Runs of every statement while the tables are small: past PostgreSQL's five custom plans."""
+
+ROWS_PER_NOTIFICATION = 20
+"""A generous bound: the hot path reads about seven rows per notification through its indexes; one
+full scan of the grown table would add 100,000 / BATCH = 5,000."""
+
+
+async def _hot_path(pool: asyncpg.Pool[Any]) -> int:
+    """One batch through everything a notification meets after it is accepted; returns how
+    many notifications it touched."""
+    ids = [uuid.uuid4() for _ in range(BATCH)]
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute(
+            """INSERT INTO notifications (id, channel, recipient, content, status)
+               SELECT id, 'email', 'someone@example.com', '{}'::jsonb, 'queued'
+               FROM unnest($1::uuid[]) AS u(id)""",
+            ids,
+        )
+        rows = await outbox.insert(
+            connection, [outbox.OutboxMessage(i, "email", b"{}") for i in ids], delay=0
+        )
+        await outbox.delete(connection, rows)
+    claims = [
+        Claim(i, 1, False, "smtp", token=uuid.uuid4(), lease_seconds=30, first_attempt=1)
+        for i in ids
+    ]
+    decisions = await ledger.claim(pool, claims)
+    assert [d.action for d in decisions] == ["send"] * BATCH
+    now = datetime.now(UTC)
+    await ledger.record(
+        pool, [RecordedResult(i, 1, "sent", None, "smtp", f"<{i}>", now) for i in ids]
+    )
+    await apply_outcomes(
+        pool,
+        [
+            AttemptOutcome(
+                notification_id=i,
+                channel="email",
+                attempt=1,
+                result="sent",
+                disposition="sent",
+                provider="smtp",
+                started_at=now,
+                finished_at=now,
+            )
+            for i in ids
+        ],
+    )
+    return BATCH
+
+
+async def _flush_statistics(executor: asyncpg.Pool[Any] | asyncpg.Connection[Any]) -> None:
+    """Make a backend's table counters visible to the others: it flushes them as it goes idle
+    after this statement, before it answers (otherwise it may hold them for up to 10 s)."""
+    await executor.execute("SELECT pg_stat_force_next_flush()")
+
+
+async def _rows_read(database: asyncpg.Connection[Any]) -> int:
+    await database.execute("SELECT pg_stat_clear_snapshot()")
+    rows: int = await database.fetchval(
+        """SELECT sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::bigint
+           FROM pg_stat_user_tables"""
+    )
+    return rows
+
+
+async def _grow(database: asyncpg.Connection[Any]) -> None:
+    await database.execute(
+        """INSERT INTO notifications (id, channel, recipient, content, status, attempts)
+           SELECT gen_random_uuid(), 'email', 'someone@example.com', '{}'::jsonb, 'sent', 1
+           FROM generate_series(1, $1)""",
+        GROWN_TO,
+    )
+    await database.execute(
+        """INSERT INTO attempts (notification_id, attempt, provider, started_at, finished_at,
+                                 result, lease_expires_at)
+           SELECT n.id, 1, 'smtp', now(), now(), 'sent', now() FROM notifications n
+           WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.notification_id = n.id)"""
+    )
+    await _flush_statistics(database)
+
+
+async def test_rows_read_per_notification_stay_flat_as_the_tables_grow(database_url: str) -> None:
+    database: asyncpg.Connection[Any] = await asyncpg.connect(database_url)
+    # One connection, so that every statement is prepared once and reused on it.
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        for _ in range(ROUNDS):
+            await _hot_path(pool)
+        await _flush_statistics(pool)
+        await _grow(database)
+        before = await _rows_read(database)
+        touched = 0
+        for _ in range(ROUNDS):
+            touched += await _hot_path(pool)
+        await _flush_statistics(pool)
+        read = await _rows_read(database) - before
+        assert read / touched <= ROWS_PER_NOTIFICATION, (
+            f"{read:,} rows read for {touched} notifications with {GROWN_TO:,} in the table"
+        )
+        assert await database.fetchval("SELECT count(*) FROM notifications") == GROWN_TO + 2 * (
+            ROUNDS * BATCH
+        )
+    finally:
+        await pool.close()
+        await database.close()
