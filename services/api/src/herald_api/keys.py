@@ -3,7 +3,8 @@
 A secret is ``hrld_`` and 256 random bits (43 URL-safe base64 characters): the prefix lets secret
 scanners recognise a leaked one. Only its SHA-256 is stored, and a key is found by that hash. A
 slow KDF (bcrypt, argon2) protects low-entropy passwords from guessing; nobody can enumerate 2^256
-secrets, so SHA-256 is as safe here, and cheap enough to verify on every request.
+secrets, so SHA-256 is as safe here, and cheap enough to verify on every request. A bootstrap
+secret a deployment chose (``HERALD_API_BOOTSTRAP_KEY``, 32 characters or more) should be as random.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import re
 import secrets
 import time
 import uuid
@@ -30,7 +30,7 @@ from .models import DEFAULT_PROJECT, SCOPES, ApiKey, CreatedKey, KeyList, KeyReq
 from .notifications import parse_id
 from .principal import VerifiedKey, principal
 from .responses import json_model
-from .settings import API_SETTINGS
+from .settings import API_SETTINGS, SECRET_PATTERN
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("herald_api.keys")
 
 SECRET_PREFIX = "hrld_"
-SECRET_PATTERN = re.compile(r"hrld_[A-Za-z0-9_-]{43,200}")
-"""A secret Herald makes (``hrld_`` + 256 random bits in URL-safe base64), or one as strong."""
 
 
 def well_formed(secret: str) -> bool:
