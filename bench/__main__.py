@@ -1,17 +1,20 @@
 """``python -m bench``: run the benchmark scenarios and print the table.
 
-    uv run python -m bench                    # everything, the peers first (about 10 minutes)
+    uv run python -m bench                    # everything, the peers first (about 16 minutes)
     uv run python -m bench --quick            # small sizes: a smoke run
     uv run python -m bench --only durable-e2e -n 50000
+    uv run python -m bench --only soak        # 5 minutes at 300 requests/s (about 6 in all)
     uv run python -m bench --env HERALD_PREFETCH=256   # settings for every service started
 
 The first scenario, ``peers``, runs the shared peer harness (``../shared/bench-peers``, or
 ``HERALD_BENCH_PEERS``): the bare broker loop and Celery, Dramatiq and BullMQ doing one
 PostgreSQL UPDATE per task, so Herald's durable figure prints as a ratio to them, measured in the
-same run (``--only`` without ``peers`` skips them). Each scenario gets its own namespace and
-database; everything is removed at the end, also after
-a failure or Ctrl-C. Service logs are kept (and their place printed) when a scenario fails or
-with ``--keep-logs``.
+same run (``--only`` without ``peers`` skips them). The last scenario, ``soak``, posts single
+notifications at a steady 300/s for n/300 seconds (5 minutes; ``--quick``: 20 s) and compares its
+first and last fifth: rows PostgreSQL read per notification, PostgreSQL's CPU, and each service's
+resident memory. Each scenario gets its own namespace and database; everything is removed at the
+end, also after a failure or Ctrl-C. Service logs are kept (and their place printed) when a
+scenario fails or with ``--keep-logs``.
 """
 
 from __future__ import annotations

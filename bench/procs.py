@@ -51,12 +51,30 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def _cpu_ticks(pid: int) -> int | None:
+def rss_mb(pid: int) -> float | None:
+    """VmRSS (resident set size now) of a live process, in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name: [0] is field 3 (state)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[1].split()
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
     return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of stat)
 
 
@@ -65,6 +83,43 @@ def _comm(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+@dataclass(frozen=True)
+class ServerCpu:
+    """CPU time of a multi-process server (all processes named ``comm``) at one moment."""
+
+    live: dict[int, int]
+    """utime + stime of each live process, in clock ticks."""
+    reaped: int
+    """cutime + cstime of the server's root processes (the postmaster): the CPU time of the
+    children that have exited and been waited for, so backends that come and go still count."""
+
+    @property
+    def ticks(self) -> int:
+        return sum(self.live.values()) + self.reaped
+
+
+def server_cpu(comm: str = "postgres") -> ServerCpu:
+    """Every process named ``comm`` on this machine (visible in /proc), all databases alike."""
+    fields: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _comm(int(entry)) == comm:
+            found = _stat_fields(int(entry))
+            if found is not None:
+                fields[int(entry)] = found
+    live = {pid: int(f[11]) + int(f[12]) for pid, f in fields.items()}
+    # A root's parent is not one of the server's processes (init, a shell, docker-init).
+    reaped = sum(int(f[13]) + int(f[14]) for f in fields.values() if int(f[1]) not in fields)
+    return ServerCpu(live, reaped)
+
+
+def server_cpu_seconds(before: ServerCpu, after: ServerCpu) -> tuple[float, float]:
+    """CPU seconds between two snapshots: (all, processes alive at both only)."""
+    alive = sum(
+        max(0, ticks - before.live[pid]) for pid, ticks in after.live.items() if pid in before.live
+    )
+    return (after.ticks - before.ticks) / CLOCK_TICKS, alive / CLOCK_TICKS
 
 
 GROUPS = {"beam.smp": "rabbitmq", "postgres": "postgres"}

@@ -32,6 +32,7 @@ from .load import email, open_loop, poll_until, post_batches, single_body
 from .peers import PeerRates, run_peers
 from .procs import BenchProcess, CpuMonitor, describe_cpu, peak_rss_mb
 from .report import ScenarioReport, millis, number, percentile
+from .soak import SOAK_RATE, soak
 
 BATCH_SIZE = 1000
 POSTING_CLIENTS = 4
@@ -653,5 +654,6 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("email-e2e", email_e2e, 5_000, 1_000, "mails"),
         Scenario("single-post", single_post, 10_000, 2_000, "requests"),
         Scenario("bulk-100k", bulk, 100_000, 5_000, "notifications"),
+        Scenario("soak", soak, 90_000, 6_000, f"requests at {SOAK_RATE:,.0f}/s"),
     )
 }
