@@ -11,11 +11,11 @@ A channel package's ``main`` names its providers and calls ``run_channel``::
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import loop
 from .logging import configure_logging
 from .service import Resources, Stop, serve
 from .settings import RetryPolicy, WorkerSettings
@@ -99,4 +99,4 @@ def run_channel(settings: Any, factories: Mapping[str, ProviderFactory]) -> None
     options: ChannelOptions = settings.channel_options()
     service = f"channel-{options.channel}"
     configure_logging(service, level=settings.log_level, fmt=settings.log_format)
-    asyncio.run(serve_channel(settings, options, factories))
+    loop.run(serve_channel(settings, options, factories), settings.event_loop)

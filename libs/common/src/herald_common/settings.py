@@ -48,6 +48,14 @@ class CommonSettings(BaseSettings):
         pattern="^(auto|json|console)$",
         description="`json`, `console`, or `auto` (console when stderr is a terminal).",
     )
+    event_loop: str = Field(
+        default="uvloop",
+        pattern="^(uvloop|asyncio)$",
+        description=(
+            "`uvloop` (libuv: faster sockets and callbacks, measured by `make bench`) or "
+            "`asyncio` (the standard library's loop)."
+        ),
+    )
     db_pool_min: int = Field(default=2, ge=1, description="Minimum PostgreSQL pool size.")
     db_pool_max: int = Field(default=10, ge=1, description="Maximum PostgreSQL pool size.")
     publish_timeout: float = Field(

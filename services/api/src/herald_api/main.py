@@ -6,6 +6,7 @@ import structlog
 from aiohttp import web
 
 from herald_common.logging import configure_logging
+from herald_common.loop import loop_factory
 
 from .app import create_app
 from .settings import ApiSettings
@@ -24,6 +25,7 @@ def main() -> None:
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout,
         print=None,
+        loop=loop_factory(settings.event_loop)(),
     )
 
 

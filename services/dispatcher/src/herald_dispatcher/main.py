@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from herald_common import loop
 from herald_common.logging import configure_logging
 from herald_common.service import Resources, Stop, serve
 
@@ -37,4 +36,4 @@ async def run(settings: DispatcherSettings) -> None:
 def main() -> None:
     settings = DispatcherSettings()
     configure_logging("dispatcher", level=settings.log_level, fmt=settings.log_format)
-    asyncio.run(run(settings))
+    loop.run(run(settings), settings.event_loop)
