@@ -37,6 +37,8 @@ from tests.support.infra import Infra, servers
 
 from .report import ScenarioReport, render
 from .scenarios import SCENARIOS, Bench, Options
+from .soak import MEMTRACE_COPIES
+from .soak import SERVICES as SOAK_SERVICES
 
 BROKER_TIMEOUT = 15.0
 CLEANUP_TIMEOUT = 120.0
@@ -67,6 +69,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="an environment variable for every Herald service started (repeatable)",
+    )
+    parser.add_argument(
+        "--trace-memory",
+        action="append",
+        default=[],
+        choices=list(SOAK_SERVICES),
+        metavar="SERVICE",
+        help="soak: run this service under tracemalloc (python -m bench.memtrace), a report "
+        f"every window, copied to {MEMTRACE_COPIES}/ (repeatable): {', '.join(SOAK_SERVICES)}",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
     parser.add_argument(
@@ -133,6 +144,7 @@ async def run(args: argparse.Namespace) -> int:
         n=args.n,
         rate=args.rate,
         env=dict(item.split("=", 1) for item in args.env),
+        trace_memory=args.trace_memory,
     )
     names = args.only or list(SCENARIOS)
     log_root = Path(tempfile.mkdtemp(prefix="herald-bench-"))

@@ -1,6 +1,7 @@
 """The peers, measured in the same run: the shared harness (``../shared/bench-peers``) runs the
 bare broker loop (W0) and Celery, Dramatiq and BullMQ doing one PostgreSQL UPDATE per task (W5),
-so Herald's figures print as ratios to them. The machines are shared and noisy: only ratios
+and the email leg (W6: one aio-pika consumer sending over aiosmtplib to a local sink), so
+Herald's figures print as ratios to them. The machines are shared and noisy: only ratios
 measured side by side mean anything."""
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ def _read_records(out: Path) -> list[dict[str, Any]]:
 
 
 async def run_peers(report: ScenarioReport, n: int) -> PeerRates:
-    """Run the harness (W0 and the W2-W5 peers, one repetition) and report its figures."""
+    """Run the harness (W0, the W2-W5 peers and the W6 email leg, one repetition) and report
+    its figures."""
     script = PEERS_DIR / "run.sh"
     if not script.exists():
         report.note(f"the peer harness is not at {PEERS_DIR} (HERALD_BENCH_PEERS): no ratios")
         return PeerRates()
     out = Path(tempfile.mkdtemp(prefix="herald-peers-"))
     try:
-        env = {**os.environ, "PB_REPS": "1", "PB_ONLY": "w0 peers", "PB_OUT": str(out),
+        env = {**os.environ, "PB_REPS": "1", "PB_ONLY": "w0 peers w6", "PB_OUT": str(out),
                "PB_N": str(n), "PB_N_BROKER": str(max(n, 2 * n))}  # fmt: skip
         process = await asyncio.create_subprocess_exec(
             "bash", str(script), env=env, stdout=asyncio.subprocess.PIPE,
@@ -81,10 +83,12 @@ async def run_peers(report: ScenarioReport, n: int) -> PeerRates:
             "dramatiq": _pick(records, "W5", "Dramatiq"),
             "celery": _pick(records, "W5", "Celery"),
             "bullmq": _pick(records, "W5", "BullMQ"),
+            "w6": _pick(records, "W6", "aio-pika consumer"),
         }
     )
     report.row("W0 bare broker loop msgs/s (quorum)", number(peers.rates["w0"]), "(peer)")
     report.row("W5 Dramatiq + 1 UPDATE/task, tasks/s", number(peers.rates["dramatiq"]), "(peer)")
     report.row("W5 Celery + 1 UPDATE/task, tasks/s", number(peers.rates["celery"]), "(peer)")
     report.row("W5 BullMQ + 1 UPDATE/task, jobs/s", number(peers.rates["bullmq"]), "(peer)")
+    report.row("W6 aio-pika -> aiosmtplib (20 conns), mails/s", number(peers.rates["w6"]), "(peer)")
     return peers

@@ -19,6 +19,19 @@ class BenchProcess(ServiceProcess):
 
     module: str = ""
     args: list[str] = field(default_factory=list)
+    memtrace: Path | None = None
+    """When set, the module runs under ``bench.memtrace``, which appends its reports here."""
+    memtrace_interval: float = 60.0
+    """Seconds between memtrace's snapshots (the first one, after as long, is the baseline)."""
+
+    @property
+    def command(self) -> list[str]:
+        if self.memtrace is None:
+            return [sys.executable, "-m", self.module, *self.args]
+        if self.args:
+            raise ValueError(f"{self.name}: bench.memtrace runs a module without arguments")
+        interval = f"{self.memtrace_interval:g}"
+        return [sys.executable, "-m", "bench.memtrace", self.module, str(self.memtrace), interval]
 
     async def start(self, *, wait_ready: bool = True) -> None:
         self.starts += 1
@@ -26,7 +39,7 @@ class BenchProcess(ServiceProcess):
         log.write(f"--- start {self.starts} ---\n".encode())
         log.flush()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.args],
+            self.command,
             env={**os.environ, "HERALD_LOG_FORMAT": "json", **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,

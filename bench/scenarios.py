@@ -36,11 +36,13 @@ from .soak import SOAK_RATE, soak
 
 BATCH_SIZE = 1000
 POSTING_CLIENTS = 4
-DURABLE_TARGET = 2100.0
 DURABLE_SHARE_OF_BARE = 0.60
 DURABLE_SHARE_OF_DRAMATIQ = 1.0
 """Durable end to end against Dramatiq doing one PostgreSQL UPDATE per task (W5), same run."""
-EMAIL_SHARE_OF_BARE = 0.90
+EMAIL_SHARE_OF_W6 = 1.0
+"""Email end to end against the peers' W6 (one aio-pika consumer -> aiosmtplib -> a local sink)."""
+EMAIL_SMTP_CONNECTIONS = 20
+"""W6's SMTP concurrency, given to channel-email too: the same concurrency on both sides."""
 SINGLE_POST_P99 = 0.020
 BULK_SECONDS = 20.0
 MEMORY_MB = 80.0
@@ -62,6 +64,8 @@ class Options:
     rate: float = 1000.0
     duration: float | None = None
     env: dict[str, str] = field(default_factory=dict)
+    trace_memory: list[str] = field(default_factory=list)
+    """Services the soak runs under ``bench.memtrace`` (tracemalloc, a report every window)."""
 
 
 @dataclass
@@ -118,7 +122,13 @@ class Stack:
     """The API's bootstrap key (scopes send, read and admin), sent with every request."""
 
     @classmethod
-    async def create(cls, bench: Bench, scenario: str, smtp_port: int | None = None) -> Stack:
+    async def create(
+        cls,
+        bench: Bench,
+        scenario: str,
+        smtp_port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Stack:
         infra = bench.infra
         namespace = infra.new_namespace()
         database_url = await infra.new_database()
@@ -133,6 +143,7 @@ class Stack:
             "HERALD_EMAIL_SMTP_HOST": "127.0.0.1",
             "HERALD_EMAIL_SMTP_PORT": str(smtp_port or free_port()),
             "HERALD_EMAIL_FROM": "Herald Bench <bench@herald.example>",
+            **(extra_env or {}),
             **bench.options.env,
         }
         with _environ(env):
@@ -364,12 +375,7 @@ async def durable_e2e(bench: Bench, report: ScenarioReport, n: int) -> None:
         if outcome is None:
             return
         rate, _ = outcome
-        report.row(
-            "delivered/s end to end",
-            number(rate),
-            f">= {number(DURABLE_TARGET)}",
-            rate >= DURABLE_TARGET,
-        )
+        report.row("delivered/s end to end", number(rate))
         if bench.bare_broker_rate:
             share = rate / bench.bare_broker_rate
             report.row(
@@ -483,13 +489,22 @@ async def email_e2e(bench: Bench, report: ScenarioReport, n: int) -> None:
         assert sink.process is not None
         monitor = CpuMonitor({"bench": os.getpid(), "sink": sink.process.pid})
         monitor.start()
-        bare = await bare_smtp_loop(smtp_port, bare_n, prerendered=False)
+        bare = await bare_smtp_loop(
+            smtp_port, bare_n, prerendered=False, connections=EMAIL_SMTP_CONNECTIONS
+        )
         report.note("bare loop " + describe_cpu(monitor.stop()))
-        ceiling = await bare_smtp_loop(smtp_port, bare_n, prerendered=True)
+        ceiling = await bare_smtp_loop(
+            smtp_port, bare_n, prerendered=True, connections=EMAIL_SMTP_CONNECTIONS
+        )
         report.row(f"bare loop mails/s ({bare_n:,})", number(bare), "(reference)")
         report.row("bare loop, pre-rendered mails/s", number(ceiling), "(reference)")
 
-        stack = await Stack.create(bench, report.name, smtp_port=smtp_port)
+        stack = await Stack.create(
+            bench,
+            report.name,
+            smtp_port=smtp_port,
+            extra_env={"HERALD_EMAIL_SMTP_CONNECTIONS": str(EMAIL_SMTP_CONNECTIONS)},
+        )
         await stack.start("api", "dispatcher", "channel-email")
         count_url = f"http://127.0.0.1:{http_port}/count"
         async with aiohttp.ClientSession() as session:
@@ -501,20 +516,19 @@ async def email_e2e(bench: Bench, report: ScenarioReport, n: int) -> None:
         if outcome is None:
             return
         rate, sent = outcome
-        target = EMAIL_SHARE_OF_BARE * bare
-        report.row(
-            "delivered/s end to end",
-            number(rate),
-            f">= {number(target)} (90% of bare; 720 there)",
-            rate >= target,
-        )
-        share = rate / bare
-        report.row(
-            "delivered / bare loop",
-            f"{share:.0%}",
-            f">= {EMAIL_SHARE_OF_BARE:.0%}",
-            share >= EMAIL_SHARE_OF_BARE,
-        )
+        report.row("delivered/s end to end", number(rate))
+        report.row("delivered / bare SMTP loop (no broker)", f"{rate / bare:.0%}", "(reference)")
+        w6 = bench.peers.get("w6")
+        if w6:
+            share = rate / w6
+            report.row(
+                f"delivered / peer W6 (aio-pika -> aiosmtplib, {EMAIL_SMTP_CONNECTIONS} conns)",
+                f"{share:.2f}x",
+                f">= {EMAIL_SHARE_OF_W6:.1f}x",
+                share >= EMAIL_SHARE_OF_W6,
+            )
+        else:
+            report.note("no peer W6 figure (run the peers scenario too): no ratio to judge")
         await _latency_rows(stack, report)
         _memory_row(stack, report, "channel-email")
         if received != sent:

@@ -18,21 +18,29 @@ keeps five windows of four seconds). At every boundary it samples:
   same server counts too): the live processes plus what the postmaster reaped from backends that
   exited. The time of the processes alive at both boundaries alone is printed next to it;
 * the resident memory (VmRSS) of each service.
+
+``--trace-memory SERVICE`` runs a service under ``bench.memtrace`` (tracemalloc): it takes its
+baseline a window after the service starts (about the end of the first window) and reports what
+grew every window after; the reports are copied to ``MEMTRACE_COPIES`` when the services stop.
+Tracing slows the traced services, and its own tables count in their resident memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import asyncpg
 
 from .load import JSON_HEADERS, poll_until, single_body
-from .procs import ServerCpu, rss_mb, server_cpu, server_cpu_seconds
+from .procs import BenchProcess, ServerCpu, rss_mb, server_cpu, server_cpu_seconds
 from .report import ScenarioReport, number
 
 if TYPE_CHECKING:
@@ -49,6 +57,8 @@ ROWS_GROWTH = 1.5
 RSS_GROWTH_MB = 5.0
 """Resident memory growth allowed from the end of the first window to the end of the last."""
 SERVICES = ("api", "dispatcher", "channel-instant")
+MEMTRACE_COPIES = Path("/tmp/herald-memtrace")
+"""Where the memtrace reports of ``--trace-memory`` are copied (the service logs are removed)."""
 
 ROWS_READ = """
     SELECT relname, coalesce(seq_tup_read, 0) AS seq, coalesce(idx_tup_fetch, 0) AS idx
@@ -238,6 +248,9 @@ async def soak(bench: Bench, report: ScenarioReport, n: int) -> None:
     window = duration / WINDOWS
     warm_up = min(WARM_UP, duration / 20)
     stack = await Stack.create(bench, report.name)
+    for name in bench.options.trace_memory:
+        stack.services[name].memtrace = stack.log_dir / f"{name}.memtrace"
+        stack.services[name].memtrace_interval = window
     stats: asyncpg.Connection[Any] | None = None
     try:
         await stack.start(*SERVICES)
@@ -322,6 +335,19 @@ async def soak(bench: Bench, report: ScenarioReport, n: int) -> None:
         if stats is not None:
             await stats.close()
         await stack.stop()
+        _keep_memtraces(stack.services.values(), report)
+
+
+def _keep_memtraces(services: Iterable[BenchProcess], report: ScenarioReport) -> None:
+    """Copy the memtrace reports out of the log directory (removed at the end of the run)."""
+    traced = [s.memtrace for s in services if s.memtrace is not None and s.memtrace.exists()]
+    if not traced:
+        return
+    target = MEMTRACE_COPIES / time.strftime("%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for path in traced:
+        shutil.copy2(path, target / path.name)
+        report.note(f"memtrace report: {target / path.name}")
 
 
 def _rows(report: ScenarioReport, first: Window, last: Window) -> None:
