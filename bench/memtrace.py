@@ -6,18 +6,22 @@ The module runs as ``python -m <module>`` would run it (``runpy``, ``sys.argv ==
 this process. The modules its ``__main__`` imports at the top are imported first, untraced: under
 ``tracemalloc`` with 25 frames the services' imports (pydantic schemas, the regular expressions of
 ``email_validator``) take minutes instead of about two seconds, and what they allocate once is
-not growth. Then ``tracemalloc`` records 25 frames of every allocation. A daemon thread waits one
-interval (the warm-up: imports done, pools and caches filled), takes the baseline snapshot, and
-then every interval takes another and appends to the out-file what grew since the baseline:
+not growth. Then ``tracemalloc`` records 25 frames of every allocation (``HERALD_MEMTRACE_FRAMES``
+changes it: on Python 3.11 every allocation costs about a microsecond per frame kept, which slows
+a service down several times). A daemon thread waits one interval (the warm-up: pools and caches
+filled), takes the baseline snapshot, and then every interval takes another and appends to the
+out-file what grew since the baseline:
 
-* the memory traced by Python now, at its peak, and the process's resident memory (VmRSS);
+* the memory traced by Python now, its peak since the last snapshot, tracemalloc's own memory,
+  and the process's resident memory (VmRSS);
 * the top 25 source lines by growth (``size_diff``) with the change in the number of blocks;
-* the top 10 growths grouped by traceback, with their innermost frames;
+* the top 10 growths grouped by traceback, with their innermost frames and source;
 * the object types whose counts (``gc.get_objects``) grew the most.
 
-Memory that grows here with the number of requests is a leak in Python objects; resident memory
-that grows while the traced total stays flat is the allocator (arenas, fragmentation) or memory
-allocated outside Python's allocators (C libraries).
+Traces whose most recent frame is in ``tracemalloc``, ``importlib``, ``linecache`` or this file
+are left out. Memory that grows here with the number of requests is a leak in Python objects;
+resident memory that grows while the traced total stays flat is the allocator (arenas,
+fragmentation) or memory allocated outside Python's allocators (C libraries).
 
 Signals are the service's: it installs its own SIGTERM and SIGINT handlers and stops as it
 always does; the thread is a daemon and does not hold the process up at exit.
@@ -30,6 +34,7 @@ import gc
 import importlib
 import importlib.abc
 import importlib.util
+import itertools
 import linecache
 import os
 import runpy
@@ -37,9 +42,14 @@ import sys
 import threading
 import time
 import tracemalloc
+from _tracemalloc import _get_traces
+from operator import itemgetter
 from pathlib import Path
+from typing import TypeVar
 
 FRAMES = 25
+FRAMES_ENV = "HERALD_MEMTRACE_FRAMES"
+"""Overrides ``FRAMES``."""
 TOP_LINES = 25
 TOP_TRACEBACKS = 10
 TRACEBACK_FRAMES = 6
@@ -47,14 +57,66 @@ TOP_TYPES = 12
 DEFAULT_INTERVAL = 60.0
 MIB = 1024 * 1024
 
-_FILTERS = [
-    tracemalloc.Filter(False, tracemalloc.__file__),
-    tracemalloc.Filter(False, __file__),
-    tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
-    tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
-    tracemalloc.Filter(False, linecache.__file__),  # the source lines this report quotes
-    tracemalloc.Filter(False, "<unknown>"),
-]
+EXCLUDED = frozenset(
+    {
+        tracemalloc.__file__,
+        __file__,
+        linecache.__file__,  # the source lines these reports quote
+        "<frozen importlib._bootstrap>",
+        "<frozen importlib._bootstrap_external>",
+        "<unknown>",
+    }
+)
+"""Traces whose most recent frame is in one of these files are left out."""
+
+FrameKey = tuple[str, int]
+"""(filename, lineno)."""
+TracebackKey = tuple[FrameKey, ...]
+"""The most recent frame first, as ``_tracemalloc`` gives it."""
+K = TypeVar("K", FrameKey, TracebackKey)
+
+
+class Grouped:
+    """Traced memory by traceback and by line: {key: (size, count)}.
+
+    ``Snapshot.statistics`` and ``Snapshot.filter_traces`` do this in Python with an object or
+    two per trace, and every allocation of this thread is traced too (25 frames): tens of seconds
+    for a busy service. Here the traces are sorted in C and summed without allocating per trace.
+    """
+
+    def __init__(self) -> None:
+        self.tracebacks: dict[TracebackKey, tuple[int, int]] = {}
+        self.lines: dict[FrameKey, tuple[int, int]] = {}
+        self.total = 0
+
+    @classmethod
+    def now(cls) -> Grouped:
+        grouped = cls()
+        raw = sorted(_get_traces(), key=itemgetter(2))
+        for key, traces in itertools.groupby(raw, key=itemgetter(2)):
+            traceback: TracebackKey = tuple(key)
+            if not traceback or traceback[0][0] in EXCLUDED:
+                continue
+            sizes = [trace[1] for trace in traces]
+            size, count = sum(sizes), len(sizes)
+            grouped.tracebacks[traceback] = (size, count)
+            line_size, line_count = grouped.lines.get(traceback[0], (0, 0))
+            grouped.lines[traceback[0]] = (line_size + size, line_count + count)
+            grouped.total += size
+        return grouped
+
+
+def _growth(
+    now: dict[K, tuple[int, int]], baseline: dict[K, tuple[int, int]], top: int
+) -> list[tuple[K, int, int, int, int]]:
+    """The ``top`` keys by growth: (key, size, size_diff, count, count_diff), size_diff > 0."""
+    rows = []
+    for key, (size, count) in now.items():
+        old_size, old_count = baseline.get(key, (0, 0))
+        if size > old_size:
+            rows.append((key, size, size - old_size, count, count - old_count))
+    rows.sort(key=itemgetter(2), reverse=True)
+    return rows[:top]
 
 
 def _rss_mib() -> float | None:
@@ -70,7 +132,7 @@ def _rss_mib() -> float | None:
 
 def _type_counts() -> dict[str, int]:
     """Live objects tracked by the garbage collector, by type. Counted in this file (not with
-    ``collections.Counter``) so that the dict's own memory is filtered out of the snapshots."""
+    ``collections.Counter``) so that the dict's own memory is left out of the snapshots."""
     counts: dict[str, int] = {}
     for obj in gc.get_objects():
         name = type(obj).__qualname__
@@ -89,12 +151,15 @@ def _short(filename: str) -> str:
     return filename
 
 
-def _frame(frame: tracemalloc.Frame) -> str:
-    return f"{_short(frame.filename)}:{frame.lineno}"
+def _frame(frame: FrameKey) -> str:
+    return f"{_short(frame[0])}:{frame[1]}"
 
 
-def _snapshot() -> tracemalloc.Snapshot:
-    return tracemalloc.take_snapshot().filter_traces(_FILTERS)
+def _sizes(size: int, size_diff: int, count: int, count_diff: int) -> str:
+    return (
+        f"{size_diff / 1024:+10.1f} KiB {count_diff:+8,d} blocks  "
+        f"(now {size / 1024:,.1f} KiB in {count:,})"
+    )
 
 
 class Tracer:
@@ -105,10 +170,9 @@ class Tracer:
         self.out = out
         self.interval = interval
         self.started = time.monotonic()
-        self.baseline: tracemalloc.Snapshot | None = None
+        self.baseline: Grouped | None = None
         self.baseline_types: dict[str, int] = {}
         self.baseline_at = 0.0
-        self.baseline_total = 0
         self._file = out.open("a")  # open for the life of the process: no allocations per write
         self._write(f"=== memtrace of {module} (pid {os.getpid()})\n")
 
@@ -122,13 +186,16 @@ class Tracer:
     def run(self) -> None:
         try:
             self._write(
-                f"tracemalloc on: {FRAMES} frames, a report every {self.interval:g}s against the "
-                f"snapshot after a {self.interval:g}s warm-up (times below from now)\n\n"
+                f"tracemalloc on: {tracemalloc.get_traceback_limit()} frames, a report every "
+                f"{self.interval:g}s against the snapshot after a {self.interval:g}s warm-up "
+                "(times below from now)\n\n"
             )
             self.started = time.monotonic()
             deadline = self.started
             while True:
-                deadline += self.interval
+                # The next one an interval after this one was due, or a second after it ended
+                # when it overran (a slow snapshot): never two in a row.
+                deadline = max(deadline + self.interval, time.monotonic() + 1.0)
                 time.sleep(max(0.0, deadline - time.monotonic()))
                 if self.baseline is None:
                     self._take_baseline()
@@ -137,63 +204,47 @@ class Tracer:
         except Exception as exc:  # a daemon thread: say what failed rather than vanish
             self._write(f"memtrace failed: {exc!r}\n")
 
-    def _take_baseline(self) -> None:
-        taken = time.monotonic()
-        gc.collect()
-        _snapshot()  # thrown away: fills the caches filtering uses (fnmatch, re), not counted
-        self.baseline = _snapshot()
-        self.baseline_types = _type_counts()
-        self.baseline_at = time.monotonic()
-        self.baseline_total = sum(stat.size for stat in self.baseline.statistics("filename"))
+    def _state(self, taken: float, traced: int, types: dict[str, int]) -> str:
         current, peak = tracemalloc.get_traced_memory()
         own = tracemalloc.get_tracemalloc_memory()
         tracemalloc.reset_peak()
-        self._write(
-            f"--- baseline at +{self.baseline_at - self.started:.0f}s "
-            f"(taken in {self.baseline_at - taken:.1f}s): traced (filtered) "
-            f"{self.baseline_total / MIB:.2f} MiB, traced (all) {current / MIB:.2f} MiB, "
-            f"peak {peak / MIB:.2f} MiB, tracemalloc's own {own / MIB:.2f} MiB, "
-            f"rss {_rss_mib() or 0:.1f} MiB, {sum(self.baseline_types.values()):,} gc objects\n\n"
+        return (
+            f"traced (filtered) {traced / MIB:.2f} MiB, traced (all) {current / MIB:.2f} MiB, "
+            f"peak since the last snapshot {peak / MIB:.2f} MiB, tracemalloc's own "
+            f"{own / MIB:.2f} MiB, rss {_rss_mib() or 0:.1f} MiB, "
+            f"{sum(types.values()):,} gc objects (snapshot took {time.monotonic() - taken:.1f}s)"
         )
+
+    def _take_baseline(self) -> None:
+        taken = time.monotonic()
+        gc.collect()
+        self.baseline = Grouped.now()
+        self.baseline_types = _type_counts()
+        self.baseline_at = taken
+        state = self._state(taken, self.baseline.total, self.baseline_types)
+        self._write(f"--- baseline at +{taken - self.started:.0f}s: {state}\n\n")
 
     def _report(self) -> None:
         assert self.baseline is not None
         taken = time.monotonic()
-        snapshot = _snapshot()
-        types = _type_counts()
-        current, peak = tracemalloc.get_traced_memory()
-        own = tracemalloc.get_tracemalloc_memory()
-        tracemalloc.reset_peak()
-        rss = _rss_mib()
-        by_line = snapshot.compare_to(self.baseline, "lineno")
-        by_traceback = snapshot.compare_to(self.baseline, "traceback")
-        total = sum(stat.size for stat in by_line)
-        growth = total - self.baseline_total
+        types = _type_counts()  # before ``now``'s objects exist, as the baseline's were not counted
+        now = Grouped.now()
+        growth = now.total - self.baseline.total
         rate = growth / MIB / max(1e-9, (taken - self.baseline_at) / 60)
+        state = self._state(taken, now.total, types)
         lines = [
             f"--- +{taken - self.started:.0f}s ({time.strftime('%H:%M:%S')}), "
-            f"{taken - self.baseline_at:.0f}s after the baseline: traced (filtered) "
-            f"{total / MIB:.2f} MiB ({growth / MIB:+.2f} MiB, {rate:+.3f} MiB/min), "
-            f"traced (all) {current / MIB:.2f} MiB, peak since the last report "
-            f"{peak / MIB:.2f} MiB, tracemalloc's own {own / MIB:.2f} MiB, "
-            f"rss {rss or 0:.1f} MiB, {sum(types.values()):,} gc objects",
+            f"{taken - self.baseline_at:.0f}s after the baseline: traced growth "
+            f"{growth / MIB:+.2f} MiB ({rate:+.3f} MiB/min); {state}",
             f"top {TOP_LINES} lines by growth since the baseline:",
         ]
-        grew = [stat for stat in by_line if stat.size_diff > 0]
-        for stat in sorted(grew, key=lambda s: s.size_diff, reverse=True)[:TOP_LINES]:
-            frame = stat.traceback[0]
-            lines.append(
-                f"  {stat.size_diff / 1024:+10.1f} KiB {stat.count_diff:+8,d} blocks  "
-                f"(now {stat.size / 1024:,.1f} KiB in {stat.count:,})  {_frame(frame)}"
-            )
+        for line, *sizes in _growth(now.lines, self.baseline.lines, TOP_LINES):
+            lines.append(f"  {_sizes(*sizes)}  {_frame(line)}")
         lines.append(f"top {TOP_TRACEBACKS} tracebacks by growth (innermost frame first):")
-        for stat in sorted(by_traceback, key=lambda s: s.size_diff, reverse=True)[:TOP_TRACEBACKS]:
-            lines.append(
-                f"  {stat.size_diff / 1024:+10.1f} KiB {stat.count_diff:+8,d} blocks "
-                f"(now {stat.size / 1024:,.1f} KiB in {stat.count:,})"
-            )
-            for frame in list(reversed(stat.traceback))[:TRACEBACK_FRAMES]:
-                source = linecache.getline(frame.filename, frame.lineno).strip()
+        for traceback, *sizes in _growth(now.tracebacks, self.baseline.tracebacks, TOP_TRACEBACKS):
+            lines.append(f"  {_sizes(*sizes)}")
+            for frame in traceback[:TRACEBACK_FRAMES]:
+                source = linecache.getline(frame[0], frame[1]).strip()
                 lines.append(f"      {_frame(frame)}  {source[:90]}")
         type_growth = {
             name: count - self.baseline_types.get(name, 0) for name, count in types.items()
@@ -267,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
         f"imported before tracing ({time.monotonic() - started:.1f}s): "
         f"{', '.join(imported) or 'nothing'}"
     )
-    tracemalloc.start(FRAMES)
+    tracemalloc.start(int(os.environ.get(FRAMES_ENV, FRAMES)))
     threading.Thread(target=tracer.run, name="memtrace", daemon=True).start()
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
