@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import ChannelFrame
 from aiormq.connection import FrameGenerator
 
 from herald_common import amqp
+from herald_common import amqp as amqp_module
+from herald_common.errors import PublishError
 
 
 def _frame(payload: bytes, *, drained: bool = True, close: bool = False) -> ChannelFrame:
@@ -77,3 +81,15 @@ async def test_a_publish_whose_caller_gave_up_does_not_break_the_others() -> Non
 async def test_connections_write_through_it() -> None:
     amqp._coalesce_writes()
     assert FrameGenerator.__anext__ is amqp._next_frames
+
+
+async def test_a_publisher_refuses_once_too_many_publishes_await_confirms(
+    amqp: AbstractRobustConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publisher = await amqp_module.Publisher.open(amqp, confirm_timeout=5.0)
+    try:
+        monkeypatch.setattr(amqp_module, "MAX_UNCONFIRMED", 0)
+        with pytest.raises(PublishError, match="await the broker's confirm"):
+            await publisher.publish("", "no-such-queue", b"x")
+    finally:
+        await publisher.close()

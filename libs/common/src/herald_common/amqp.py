@@ -21,6 +21,10 @@ from aiormq.connection import FrameGenerator
 
 from .errors import PublishError, UnroutableError
 
+MAX_UNCONFIRMED = 10_000
+"""Publishes a channel may have awaiting the broker's confirm (or not even written, while the
+broker blocks the connection) before it refuses more."""
+
 PERSISTENT = 2
 """AMQP delivery mode of a message the broker writes to disk."""
 
@@ -138,6 +142,13 @@ class Publisher:
             async with asyncio.timeout(self._timeout):
                 # The concrete aiormq channel: its publish takes ``wait``, the abstract one not.
                 channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+                if len(channel.confirmations) >= MAX_UNCONFIRMED:
+                    # Not waiting for the socket means nothing else holds a publisher back
+                    # while the broker is blocked (a memory or disk alarm) or slow: refuse,
+                    # rather than buffer without bound what a timeout then reports as failed.
+                    raise PublishError(
+                        f"{MAX_UNCONFIRMED} publishes await the broker's confirm on this channel"
+                    )
                 await channel.basic_publish(
                     body,
                     exchange=exchange,
