@@ -1,8 +1,10 @@
-"""The event loop every service runs on: uvloop unless ``HERALD_EVENT_LOOP=asyncio``.
+"""The event loop every service runs on: the standard one, or uvloop with
+``HERALD_EVENT_LOOP=uvloop``.
 
-uvloop runs the same asyncio code on libuv; Herald's services spend much of their time in socket
-reads and writes and in callbacks (aiohttp, aio-pika, asyncpg), which it makes cheaper. The
-standard loop stays one setting away, for a platform without uvloop or to rule it out.
+uvloop runs the same asyncio code on libuv. Herald's services spend much of their time in socket
+reads and writes and callbacks (aiohttp, aio-pika, asyncpg), which it is meant to make cheaper;
+on the 2-core machines ``make bench`` runs on it measured no better than the standard loop, so it
+is a setting to try on other hardware rather than the default.
 """
 
 from __future__ import annotations

@@ -49,11 +49,11 @@ class CommonSettings(BaseSettings):
         description="`json`, `console`, or `auto` (console when stderr is a terminal).",
     )
     event_loop: str = Field(
-        default="uvloop",
+        default="asyncio",
         pattern="^(uvloop|asyncio)$",
         description=(
-            "`uvloop` (libuv: faster sockets and callbacks, measured by `make bench`) or "
-            "`asyncio` (the standard library's loop)."
+            "`asyncio` (the standard library's loop) or `uvloop` (libuv's). On 2 cores "
+            "`make bench` measured no gain from uvloop beyond the noise; try it on your hardware."
         ),
     )
     db_pool_min: int = Field(default=2, ge=1, description="Minimum PostgreSQL pool size.")
