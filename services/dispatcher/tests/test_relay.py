@@ -116,3 +116,36 @@ async def test_rows_in_backoff_never_delay_a_full_batch_of_good_ones(
     waits = await pool.fetch("SELECT available_at > now() AS later FROM outbox")
     assert [w["later"] for w in waits] == [True] * 5
     await publisher.close()
+
+
+async def test_scheduled_rows_are_published_when_due_and_queued_then(
+    pool: asyncpg.Pool[Any], amqp: AbstractRobustConnection, namespace: str, infra: Infra
+) -> None:
+    topology = Topology(namespace)
+    channel = await amqp.channel()
+    await topology.declare(channel)
+    await channel.close()
+    publisher = await Publisher.open(amqp, 5.0)
+    due, later, claimed = [await notification(pool, status="scheduled", attempts=0) for _ in "abc"]
+    now = await pool.fetchval("SELECT now()")
+    async with pool.acquire() as connection:
+        await outbox.insert(
+            connection,
+            [outbox.OutboxMessage(i, "email.default", b"{}") for i in (due, later, claimed)],
+            delay=0,
+            due=[now - timedelta(seconds=1), now + timedelta(hours=1), now - timedelta(seconds=1)],
+        )
+    # A channel service got to one first (its message was published by an earlier relay pass
+    # whose row delete was lost): it stays as the channel service left it.
+    await pool.execute("UPDATE notifications SET status = 'sending' WHERE id = $1", claimed)
+    try:
+        assert await outbox.relay_due(pool, publisher, topology.notifications_exchange, 10) == (
+            2,
+            0,
+        )
+    finally:
+        await publisher.close()
+    assert await queue_depth(infra.amqp_url, topology.work_queue("email")) == 2
+    statuses = dict(await pool.fetch("SELECT id, status FROM notifications"))
+    assert statuses == {due: "queued", later: "scheduled", claimed: "sending"}
+    assert await pool.fetchval("SELECT notification_id FROM outbox") == later

@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -35,20 +36,26 @@ class OutboxMessage:
 
 
 async def insert(
-    connection: Executor, messages: Sequence[OutboxMessage], delay: float
+    connection: Executor,
+    messages: Sequence[OutboxMessage],
+    delay: float,
+    due: Sequence[datetime | None] | None = None,
 ) -> list[int]:
-    """Add ``messages`` (one per notification) to the outbox, inside the caller's transaction;
+    """Add ``messages`` (one per notification) to the outbox, inside the caller's transaction,
+    due after ``delay`` seconds, or at the time ``due`` gives for a message (a scheduled one);
     returns their row ids in the order of ``messages``."""
     rows = await connection.fetch(
         """INSERT INTO outbox (notification_id, routing_key, body, headers, available_at)
-           SELECT n, r, b, h::jsonb, now() + make_interval(secs => $5)
-           FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[]) AS m(n, r, b, h)
+           SELECT n, r, b, h::jsonb, COALESCE(d, now() + make_interval(secs => $5))
+           FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $6::timestamptz[])
+                AS m(n, r, b, h, d)
            RETURNING id, notification_id""",
         [m.notification_id for m in messages],
         [m.routing_key for m in messages],
         [m.body for m in messages],
         [json.dumps({**m.headers, "correlation_id": m.correlation_id}) for m in messages],
         delay,
+        list(due) if due is not None else [None] * len(messages),
     )
     # RETURNING order is not promised for INSERT ... SELECT: match rows back by notification.
     ids = {r["notification_id"]: r["id"] for r in rows}
@@ -114,7 +121,8 @@ async def relay_due(
 ) -> tuple[int, int]:
     """Publish up to ``limit`` due rows; returns (published, failed).
 
-    ``FOR UPDATE SKIP LOCKED`` keeps replicas of the relay off each other's rows. A row whose
+    ``FOR UPDATE SKIP LOCKED`` keeps replicas of the relay off each other's rows. Rows of
+    scheduled notifications fall due at their ``send_at``: publishing them queues them. A row whose
     publish failed is moved back by its own backoff (``publish_backoff``) with the error kept, so
     rows that keep failing (say, unroutable) never hold up the rows behind them.
     """
@@ -138,7 +146,18 @@ async def relay_due(
                 )
             )
         errors = await _publish_all(publisher, exchange, messages)
-        await delete(connection, [r["id"] for r, e in zip(rows, errors, strict=True) if e is None])
+        published = [r for r, e in zip(rows, errors, strict=True) if e is None]
+        await delete(connection, [r["id"] for r in published])
+        # Scheduled notifications whose time came are queued now; one a channel service claimed
+        # meanwhile is left as it is (``sending``). Locked in id order first, as the claims lock
+        # them: an UPDATE over an id list locks in its plan's order and could deadlock a claim.
+        await connection.execute(
+            """UPDATE notifications SET status = 'queued', updated_at = now()
+               WHERE id IN (SELECT id FROM notifications
+                            WHERE id = ANY($1::uuid[]) AND status = 'scheduled'
+                            ORDER BY id FOR UPDATE)""",
+            [r["notification_id"] for r in published if r["notification_id"] is not None],
+        )
         failed = [(r, e) for r, e in zip(rows, errors, strict=True) if e is not None]
         if failed:
             await connection.execute(

@@ -17,6 +17,7 @@ class ApiMetrics:
     requests: Counter
     request_seconds: Histogram
     accepted: Counter
+    canceled: Counter
     publish_failures: Counter
     left_to_relay: Counter
     pending_publishes: Gauge
@@ -41,6 +42,12 @@ class ApiMetrics:
             accepted=Counter(
                 "herald_notifications_accepted_total",
                 "Notifications accepted (stored with their outbox row), by channel.",
+                ["channel"],
+                registry=registry,
+            ),
+            canceled=Counter(
+                "herald_notifications_canceled_total",
+                "Notifications canceled through the API, by channel.",
                 ["channel"],
                 registry=registry,
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
@@ -11,6 +12,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -38,6 +40,32 @@ DEFAULT_PROJECT = "default"
 
 
 # --- requests ---------------------------------------------------------------------------------
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only an RFC 3339 timestamp with its offset: a time without one would be read in whatever
+    zone the server runs in, and a bare number is no timestamp a client meant."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 timestamp with an offset, like 2026-12-24T18:00:00+01:00"
+        )
+    return value
+
+
+def _in_range(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+SendAt = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_range)]
+SEND_AT_DESCRIPTION = (
+    "When to send it: an RFC 3339 timestamp with its offset (`Z` or `+01:00`). Until then it is "
+    "`scheduled` and held in PostgreSQL; a time in the past means now. Without it: now."
+)
 
 Recipient = str | dict[str, Any]
 """An email address or phone number; a push recipient (`provider` and its token or subscription)."""
@@ -95,6 +123,7 @@ class EmailNotificationRequest(BaseModel):
         description=METADATA_DESCRIPTION,
         json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
     )
+    send_at: SendAt | None = Field(default=None, description=SEND_AT_DESCRIPTION)
 
 
 def _e164(value: str) -> str:
@@ -138,6 +167,7 @@ class SmsNotificationRequest(BaseModel):
         description=METADATA_DESCRIPTION,
         json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
     )
+    send_at: SendAt | None = Field(default=None, description=SEND_AT_DESCRIPTION)
 
 
 class FcmRecipientRequest(BaseModel):
@@ -210,6 +240,7 @@ class PushNotificationRequest(BaseModel):
         description=METADATA_DESCRIPTION,
         json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
     )
+    send_at: SendAt | None = Field(default=None, description=SEND_AT_DESCRIPTION)
 
     def problems(self) -> list[tuple[tuple[str, ...], str]]:
         """What the schema cannot say: FCM's data is a map of strings to strings (anything else
@@ -315,6 +346,7 @@ class AcceptedNotification(BaseModel):
     metadata: dict[str, Any]
     correlation_id: str | None
     created_at: datetime
+    send_at: datetime | None = Field(description="When it is to be sent; null: at once.")
 
 
 class BatchAccepted(BaseModel):
@@ -378,6 +410,7 @@ class Notification(BaseModel):
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    send_at: datetime | None = Field(description="When it was to be sent; null: at once.")
     sent_at: datetime | None
 
 

@@ -6,7 +6,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -61,7 +61,10 @@ log = structlog.get_logger("herald_api.notifications")
 
 _COLUMNS = """id, project, channel, recipient, content, metadata, status, correlation_id, attempts,
     last_error, failure_reason, provider, provider_message_id, next_attempt_at, created_at,
-    updated_at, sent_at"""
+    updated_at, send_at, sent_at"""
+
+CANCELABLE = ("scheduled", "queued", "retrying")
+"""Statuses a notification can be canceled in: nothing is being sent for it at the moment."""
 
 
 def parse_id(text: str) -> UUID:
@@ -90,6 +93,7 @@ def _notification(row: asyncpg.Record) -> Notification:
         next_attempt_at=row["next_attempt_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        send_at=row["send_at"],
         sent_at=row["sent_at"],
     )
 
@@ -104,6 +108,7 @@ def _accepted(row: asyncpg.Record) -> AcceptedNotification:
         metadata=row["metadata"],
         correlation_id=row["correlation_id"],
         created_at=row["created_at"],
+        send_at=row["send_at"],
     )
 
 
@@ -119,7 +124,29 @@ class _PendingRow:
     idempotency_key: str | None
     request_hash: str | None
     created_at: datetime
+    send_at: datetime | None
+    """When the client asked for it to be sent; None: at once."""
     message: OutboxMessage
+
+    scheduled: bool
+    """True: stored ``scheduled``, its outbox row due at ``send_at``, left to the relay."""
+
+    @property
+    def status(self) -> str:
+        return "scheduled" if self.scheduled else "queued"
+
+    @property
+    def due(self) -> datetime | None:
+        return self.send_at if self.scheduled else None
+
+
+CLOCK_ALLOWANCE = timedelta(minutes=1)
+"""A ``send_at`` up to this far in the past (by this host's clock) is still left to the relay,
+which compares it with PostgreSQL's clock: a host whose clock runs ahead never sends early."""
+
+
+def _scheduled(send_at: datetime | None, now: datetime) -> bool:
+    return send_at is not None and send_at > now - CLOCK_ALLOWANCE
 
 
 def to_shown(to: Any) -> Any:
@@ -152,6 +179,8 @@ def _pending_row(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         created_at=created_at,
+        send_at=request.send_at,
+        scheduled=_scheduled(request.send_at, created_at),
         message=delivery_message(
             id=id,
             channel=request.channel,
@@ -189,18 +218,20 @@ class NotificationStore:
     @staticmethod
     async def _insert(
         connection: PoolConnectionProxy[Any], rows: list[_PendingRow], delay: float
-    ) -> list[PendingMessage]:
-        """Insert notifications and their outbox rows (due after ``delay`` seconds) inside the
-        caller's transaction; returns the outbox messages of the rows inserted, in order (a row
-        whose idempotency key is already taken is not)."""
+    ) -> tuple[set[UUID], list[PendingMessage]]:
+        """Insert notifications and their outbox rows (due after ``delay`` seconds, or at their
+        ``send_at``) inside the caller's transaction; returns the outbox messages to publish now
+        of the rows inserted, in order (neither a scheduled row nor one whose idempotency key
+        is already taken), with the ids of the rows inserted."""
         inserted = await connection.fetch(
             """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
                    correlation_id, idempotency_key, request_hash, created_at, updated_at,
-                   project)
-               SELECT i, c, r, ct::jsonb, m::jsonb, 'queued', ci, k, h, t, t, p
+                   project, send_at)
+               SELECT i, c, r, ct::jsonb, m::jsonb, s, ci, k, h, t, t, p, sa
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                           $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[])
-                   AS x(i, c, r, ct, m, ci, k, h, t, p)
+                           $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[],
+                           $11::text[], $12::timestamptz[])
+                   AS x(i, c, r, ct, m, ci, k, h, t, p, s, sa)
                -- Keys in one order: two group commits holding the same keys in different
                -- orders would otherwise wait on each other's unique index entries (deadlock).
                ORDER BY k NULLS LAST, p
@@ -216,11 +247,23 @@ class NotificationStore:
             [r.request_hash for r in rows],
             [r.created_at for r in rows],
             [r.project for r in rows],
+            [r.status for r in rows],
+            [r.send_at for r in rows],
         )
         won = {record["id"] for record in inserted}
         fresh = [r for r in rows if r.id in won]
-        outbox_ids = await outbox.insert(connection, [r.message for r in fresh], delay=delay)
-        return [PendingMessage(o, r.message) for o, r in zip(outbox_ids, fresh, strict=True)]
+        outbox_ids = await outbox.insert(
+            connection,
+            [r.message for r in fresh],
+            delay=delay,
+            due=[r.due for r in fresh],
+        )
+        # A scheduled row's message is the relay's to publish when it falls due, never ours now.
+        return won, [
+            PendingMessage(o, r.message)
+            for o, r in zip(outbox_ids, fresh, strict=True)
+            if not r.scheduled
+        ]
 
     async def _insert_rows(self, rows: list[_PendingRow]) -> list[bool]:
         """Group-commit flush: insert ``rows`` in one transaction and start publishing them; per
@@ -232,13 +275,12 @@ class NotificationStore:
         handoff = self._broker.handoff(len(rows))
         try:
             async with self._database.transaction() as connection:
-                stored = await self._insert(connection, rows, handoff.delay)
+                won, stored = await self._insert(connection, rows, handoff.delay)
         except BaseException:
             handoff.abandon()
             raise
         for pending in handoff.committed(stored):
             self._broker.publish_later(pending)
-        won = {p.message.notification_id for p in stored}
         return [r.id in won for r in rows]
 
     async def create(
@@ -277,12 +319,13 @@ class NotificationStore:
             AcceptedNotification(
                 id=id,
                 project=project,
-                status="queued",
+                status=row.status,
                 channel=request.channel,
                 to=to_shown(request.to),
                 metadata=request.metadata,
                 correlation_id=correlation_id,
                 created_at=created_at,
+                send_at=row.send_at,
             ),
             False,
         )
@@ -351,7 +394,7 @@ class NotificationStore:
                         ids,
                     )
                 )
-                stored = await self._insert(connection, rows, handoff.delay) if won else []
+                stored = (await self._insert(connection, rows, handoff.delay))[1] if won else []
         except BaseException:
             handoff.abandon()
             raise
@@ -370,14 +413,15 @@ class NotificationStore:
             AcceptedNotification(
                 id=id,
                 project=project,
-                status="queued",
+                status=row.status,
                 channel=r.channel,
                 to=to_shown(r.to),
                 metadata=r.metadata,
                 correlation_id=correlation_id,
                 created_at=created_at,
+                send_at=row.send_at,
             )
-            for id, r in zip(ids, requests, strict=True)
+            for id, r, row in zip(ids, requests, rows, strict=True)
         ]
         return accepted, False
 
@@ -433,6 +477,50 @@ class NotificationStore:
             attempts=[Attempt.model_validate(dict(a)) for a in attempts],
             dead_letters=[NotificationDeadLetter.model_validate(dict(d)) for d in dead_letters],
         )
+
+    async def cancel(self, id: UUID, *, project: str | None) -> Notification:
+        """Cancel a notification nothing is being sent for (``CANCELABLE``); 409 otherwise, 404
+        when it is not ``project``'s (None: any project).
+
+        Its unpublished outbox row goes with it. A row the relay is publishing right now is
+        skipped, not waited for: that message, like one already queued or waiting in a retry
+        tier, finds the notification canceled when it is delivered, and is skipped.
+        """
+        async with self._database.transaction() as connection:
+            # A row the relay holds (publishing it) is left to it: that message then finds the
+            # notification canceled and is skipped, and no cancel waits for a publish.
+            await connection.execute(
+                """DELETE FROM outbox WHERE id IN (
+                       SELECT o.id FROM outbox o JOIN notifications n ON n.id = o.notification_id
+                       WHERE o.notification_id = $1 AND ($2::text IS NULL OR n.project = $2)
+                       FOR UPDATE OF o SKIP LOCKED)""",
+                id,
+                project,
+            )
+            row = await connection.fetchrow(
+                """SELECT status FROM notifications
+                   WHERE id = $1 AND ($2::text IS NULL OR project = $2) FOR UPDATE""",
+                id,
+                project,
+            )
+            if row is None:
+                raise NotFound(f"no notification with id {id}")
+            if row["status"] not in CANCELABLE:
+                raise Conflict(
+                    f"a {row['status']} notification cannot be canceled; only "
+                    + ", ".join(CANCELABLE)
+                    + " ones can"
+                )
+            canceled = await connection.fetchrow(
+                f"""UPDATE notifications SET status = 'canceled', next_attempt_at = NULL,
+                        updated_at = now()
+                    WHERE id = $1 RETURNING {_COLUMNS}""",
+                id,
+            )
+        assert canceled is not None
+        self._metrics.canceled.labels(canceled["channel"]).inc()
+        log.info("notification canceled", notification_id=str(id), was=row["status"])
+        return _notification(canceled)
 
     async def page(
         self,
@@ -520,6 +608,12 @@ async def get_notification(request: web.Request) -> web.Response:
     return json_model(await store.get(id, project=visible_project(request)))
 
 
+async def cancel_notification(request: web.Request) -> web.Response:
+    id = parse_id(request.match_info["id"])
+    store = request.app[NOTIFICATIONS]
+    return json_model(await store.cancel(id, project=visible_project(request)))
+
+
 async def list_notifications(request: web.Request) -> web.Response:
     params = request.query
     problems = []
@@ -551,3 +645,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/notifications/batch", create_batch)
     app.router.add_get("/v1/notifications", list_notifications)
     app.router.add_get("/v1/notifications/{id}", get_notification)
+    app.router.add_delete("/v1/notifications/{id}", cancel_notification)

@@ -37,6 +37,7 @@ from .models import (
     DeadLetterPage,
     KeyList,
     KeyRequest,
+    Notification,
     NotificationDetail,
     NotificationPage,
     Problem,
@@ -61,6 +62,7 @@ _MODELS: list[tuple[type[BaseModel], Mode]] = [
     (AuditPage, "serialization"),
     (AcceptedNotification, "serialization"),
     (BatchAccepted, "serialization"),
+    (Notification, "serialization"),
     (NotificationDetail, "serialization"),
     (NotificationPage, "serialization"),
     (DeadLetter, "serialization"),
@@ -353,6 +355,23 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _ok("The notification.", ref(NotificationDetail)),
                         **_problems(404),
+                    },
+                }
+            ),
+            "delete": _reads_database(
+                {
+                    "security": _scope("send"),
+                    "summary": "Cancel a notification that is scheduled, queued or retrying",
+                    "description": (
+                        "It ends `canceled` and is never sent: a channel service skips its "
+                        "message if one is already queued. A notification being sent, sent, "
+                        "failed or canceled already is a 409."
+                    ),
+                    "operationId": "cancelNotification",
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": _ok("The canceled notification.", ref(Notification)),
+                        **_problems(404, 409),
                     },
                 }
             ),
