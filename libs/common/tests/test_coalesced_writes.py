@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiormq
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import ChannelFrame
@@ -81,6 +82,7 @@ async def test_a_publish_whose_caller_gave_up_does_not_break_the_others() -> Non
 async def test_connections_write_through_it() -> None:
     amqp._coalesce_writes()
     assert FrameGenerator.__anext__ is amqp._next_frames
+    assert aiormq.Connection.FRAME_BUFFER_SIZE == amqp.WRITE_QUEUE_FRAMES
 
 
 async def test_a_publisher_refuses_once_too_many_publishes_await_confirms(

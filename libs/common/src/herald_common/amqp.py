@@ -32,6 +32,10 @@ CONNECT_TIMEOUT = 10.0
 """Seconds one connection attempt (TCP and AMQP handshake) may take."""
 
 
+WRITE_QUEUE_FRAMES = 1024
+"""Frames a connection's writer task may have queued: they go out together (``_next_frames``);
+a publisher finding the queue full waits for room."""
+
 MAX_COALESCED_BYTES = 256 * 1024
 """Most bytes of queued frames handed to the socket in one write."""
 
@@ -80,9 +84,11 @@ async def _next_frames(self: FrameGenerator) -> ChannelFrame:
 
 
 def _coalesce_writes() -> None:
-    """Install ``_next_frames`` (once; aiormq's own is kept for reference)."""
+    """Install ``_next_frames``, and let up to ``WRITE_QUEUE_FRAMES`` frames queue for the
+    writer task (aiormq's 10 would cap every write at 10 frames)."""
     if FrameGenerator.__anext__ is not _next_frames:
         FrameGenerator.__anext__ = _next_frames  # type: ignore[method-assign]
+    aiormq.Connection.FRAME_BUFFER_SIZE = WRITE_QUEUE_FRAMES
 
 
 async def connect(url: str, name: str) -> AbstractRobustConnection:
