@@ -19,6 +19,15 @@ from services.dispatcher.tests.support import notification, until
 from tests.support.infra import Infra, queue_depth
 
 
+async def _declared(amqp: AbstractRobustConnection, namespace: str) -> tuple[Topology, Publisher]:
+    """The namespace's topology, declared, and a publisher to it."""
+    topology = Topology(namespace)
+    channel = await amqp.channel()
+    await topology.declare(channel)
+    await channel.close()
+    return topology, await Publisher.open(amqp, 5.0)
+
+
 def test_publish_backoff_doubles_up_to_its_cap() -> None:
     waits = [outbox.publish_backoff(n) for n in range(1, 10)]
     assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 60]
@@ -28,11 +37,7 @@ def test_publish_backoff_doubles_up_to_its_cap() -> None:
 async def test_a_failing_row_at_the_head_does_not_hold_up_the_rows_behind_it(
     pool: asyncpg.Pool[Any], amqp: AbstractRobustConnection, namespace: str, infra: Infra
 ) -> None:
-    topology = Topology(namespace)
-    channel = await amqp.channel()
-    await topology.declare(channel)
-    await channel.close()
-    publisher = await Publisher.open(amqp, 5.0)
+    topology, publisher = await _declared(amqp, namespace)
     async with pool.acquire() as connection:
         # No queue is bound for this routing key: every publish of it comes back unroutable.
         await outbox.insert(
@@ -95,11 +100,7 @@ async def test_rows_in_backoff_never_delay_a_full_batch_of_good_ones(
     pool: asyncpg.Pool[Any], amqp: AbstractRobustConnection, namespace: str, infra: Infra
 ) -> None:
     """As many failing rows as a pass takes, at the head: the next pass gets past them."""
-    topology = Topology(namespace)
-    channel = await amqp.channel()
-    await topology.declare(channel)
-    await channel.close()
-    publisher = await Publisher.open(amqp, 5.0)
+    topology, publisher = await _declared(amqp, namespace)
     async with pool.acquire() as connection:
         bad = [await notification(pool) for _ in range(5)]
         await outbox.insert(
@@ -121,11 +122,7 @@ async def test_rows_in_backoff_never_delay_a_full_batch_of_good_ones(
 async def test_scheduled_rows_are_published_when_due_and_queued_then(
     pool: asyncpg.Pool[Any], amqp: AbstractRobustConnection, namespace: str, infra: Infra
 ) -> None:
-    topology = Topology(namespace)
-    channel = await amqp.channel()
-    await topology.declare(channel)
-    await channel.close()
-    publisher = await Publisher.open(amqp, 5.0)
+    topology, publisher = await _declared(amqp, namespace)
     due, later, claimed = [await notification(pool, status="scheduled", attempts=0) for _ in "abc"]
     now = await pool.fetchval("SELECT now()")
     async with pool.acquire() as connection:
