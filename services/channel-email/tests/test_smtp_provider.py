@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -49,6 +50,21 @@ def test_the_message_is_text_with_an_html_alternative() -> None:
     assert [p.get_content_type() for p in message.walk()][1:] == ["text/plain", "text/html"]
     only_text = build_message(_delivery("ada@example.com", html=None), "noreply@herald.example")
     assert only_text.get_content_type() == "text/plain"
+
+
+def test_parts_that_quote_the_boundary_come_back_whole() -> None:
+    delivery = _delivery("ada@example.com")
+    boundary = f"=_herald_{delivery.id.hex}"
+    hostile = f"before\n--{boundary}\nContent-Type: text/html\n\n<script>x</script>\n--{boundary}--"
+    delivery = delivery.model_copy(
+        update={"content": EmailContent(subject="s", text=hostile, html=f"<p>{hostile}</p>")}
+    )
+    raw = build_message(delivery, "noreply@herald.example").as_bytes()
+    parsed = email.message_from_bytes(raw)
+    assert parsed.get_boundary() == boundary
+    parts = [p for p in parsed.walk() if not p.is_multipart()]
+    payloads = [p.get_payload(decode=True) for p in parts]
+    assert payloads == [hostile.encode(), f"<p>{hostile}</p>".encode()]
 
 
 async def test_sends_and_reuses_connections(provider: SmtpProvider, fake_smtp: FakeSmtp) -> None:
