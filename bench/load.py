@@ -40,6 +40,18 @@ def batch_body(size: int) -> bytes:
     return json.dumps({"notifications": [email(i) for i in range(size)]}).encode()
 
 
+async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> str | None:
+    """POST ``body`` as JSON: None when the API answers 202, else what went wrong."""
+    try:
+        async with session.post(url, data=body, headers=JSON_HEADERS) as response:
+            text = await response.read()
+            if response.status == 202:
+                return None
+            return f"HTTP {response.status}: {text[:200]!r}"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return repr(exc)
+
+
 @dataclass
 class BatchLoad:
     started: float = 0.0
@@ -66,15 +78,10 @@ async def post_batches(
 
     async def client() -> None:
         for size in pending:
-            try:
-                async with session.post(url, data=bodies[size], headers=JSON_HEADERS) as response:
-                    text = await response.read()
-                    if response.status == 202:
-                        load.accepted += size
-                        continue
-                    error = f"HTTP {response.status}: {text[:200]!r}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = repr(exc)
+            error = await post(session, url, bodies[size])
+            if error is None:
+                load.accepted += size
+                continue
             load.errors += 1
             load.first_error = load.first_error or error
 
@@ -105,18 +112,12 @@ async def open_loop(
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(scheduled: float) -> None:
-        error: str
-        try:
-            async with session.post(url, data=body, headers=JSON_HEADERS) as response:
-                text = await response.read()
-                done = loop.time()
-                result.last_response = max(result.last_response, done)
-                if response.status == 202:
-                    result.latencies.append(done - scheduled)
-                    return
-                error = f"HTTP {response.status}: {text[:200]!r}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            error = repr(exc)
+        error = await post(session, url, body)
+        done = loop.time()
+        result.last_response = max(result.last_response, done)
+        if error is None:
+            result.latencies.append(done - scheduled)
+            return
         result.errors += 1
         result.first_error = result.first_error or error
 

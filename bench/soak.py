@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import asyncpg
 
-from .load import JSON_HEADERS, poll_until, single_body
+from .load import poll_until, post, single_body
 from .procs import BenchProcess, ServerCpu, rss_mb, server_cpu, server_cpu_seconds
 from .report import ScenarioReport, number
 
@@ -97,16 +97,10 @@ async def steady_post(
     tasks: set[asyncio.Task[None]] = set()
 
     async def one() -> None:
-        error: str
-        try:
-            async with session.post(url, data=body, headers=JSON_HEADERS) as response:
-                text = await response.read()
-                if response.status == 202:
-                    load.accepted += 1
-                    return
-                error = f"HTTP {response.status}: {text[:200]!r}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            error = repr(exc)
+        error = await post(session, url, body)
+        if error is None:
+            load.accepted += 1
+            return
         load.errors += 1
         load.first_error = load.first_error or error
 
