@@ -53,26 +53,25 @@ class BenchProcess(ServiceProcess):
         return None if self.process is None else self.process.pid
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """VmHWM (peak resident set size) of a live process, in MiB."""
+def _status_mb(pid: int, field: str) -> float | None:
+    """A ``/proc/<pid>/status`` memory field of a live process (kB there), in MiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM (peak resident set size) of a live process, in MiB."""
+    return _status_mb(pid, "VmHWM")
 
 
 def rss_mb(pid: int) -> float | None:
     """VmRSS (resident set size now) of a live process, in MiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return _status_mb(pid, "VmRSS")
 
 
 def _stat_fields(pid: int) -> list[str] | None:

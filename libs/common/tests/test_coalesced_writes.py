@@ -1,4 +1,6 @@
-"""Frames queued for the broker go out in one write, in order, each drain completed."""
+"""Frames queued for the broker go out in one write, in order, each drain completed; a
+publisher refuses more while too many await confirms. (``amqp`` is the broker fixture here, so
+the module is ``amqp_module``.)"""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import ChannelFrame
 from aiormq.connection import FrameGenerator
 
-from herald_common import amqp
 from herald_common import amqp as amqp_module
 from herald_common.errors import PublishError
 
@@ -21,7 +22,7 @@ def _frame(payload: bytes, *, drained: bool = True, close: bool = False) -> Chan
 
 
 async def _next(queue: asyncio.Queue[ChannelFrame]) -> ChannelFrame:
-    return await amqp._next_frames(FrameGenerator(queue))
+    return await amqp_module._next_frames(FrameGenerator(queue))
 
 
 async def test_everything_queued_goes_out_as_one_frame_in_order() -> None:
@@ -56,11 +57,11 @@ async def test_nothing_is_merged_past_a_closing_frame() -> None:
 
 async def test_a_write_is_bounded_in_size() -> None:
     queue: asyncio.Queue[ChannelFrame] = asyncio.Queue()
-    chunk = b"x" * (amqp.MAX_COALESCED_BYTES // 2)
+    chunk = b"x" * (amqp_module.MAX_COALESCED_BYTES // 2)
     for _ in range(4):
         queue.put_nowait(_frame(chunk))
     first = await _next(queue)
-    assert len(first.payload) == amqp.MAX_COALESCED_BYTES
+    assert len(first.payload) == amqp_module.MAX_COALESCED_BYTES
     assert queue.qsize() == 2
 
 
@@ -80,9 +81,9 @@ async def test_a_publish_whose_caller_gave_up_does_not_break_the_others() -> Non
 
 
 async def test_connections_write_through_it() -> None:
-    amqp._coalesce_writes()
-    assert FrameGenerator.__anext__ is amqp._next_frames
-    assert aiormq.Connection.FRAME_BUFFER_SIZE == amqp.WRITE_QUEUE_FRAMES
+    amqp_module._coalesce_writes()
+    assert FrameGenerator.__anext__ is amqp_module._next_frames
+    assert aiormq.Connection.FRAME_BUFFER_SIZE == amqp_module.WRITE_QUEUE_FRAMES
 
 
 async def test_a_publisher_refuses_once_too_many_publishes_await_confirms(
