@@ -38,12 +38,26 @@ def _v1_routes(client: Client) -> list[tuple[str, str]]:
         and route.resource.canonical.startswith("/v1/")
     }
     assert routes, "no /v1 routes?"
-    return sorted((m, p.replace("{id}", str(uuid.uuid4()))) for m, p in routes)
+    return sorted((m, _filled(p)) for m, p in routes)
+
+
+_EXAMPLES = {"{channel}": "email", "{name}": "welcome"}
+"""Values for the path parameters other than ids, that the route template is told back from."""
+
+
+def _filled(template: str) -> str:
+    path = template.replace("{id}", str(uuid.uuid4()))
+    for parameter, value in _EXAMPLES.items():
+        path = path.replace(parameter, value)
+    return path
 
 
 def _template(path: str) -> str:
     parts = path.split("/")
-    return "/".join("{id}" if len(p) == 36 and p.count("-") == 4 else p for p in parts)
+    names = {value: parameter for parameter, value in _EXAMPLES.items()}
+    return "/".join(
+        "{id}" if len(p) == 36 and p.count("-") == 4 else names.get(p, p) for p in parts
+    )
 
 
 async def _assert_refused(client: Client, method: str, path: str, status: int, **kw: Any) -> None:

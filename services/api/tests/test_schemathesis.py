@@ -60,11 +60,11 @@ SETTINGS = hypothesis.settings(
 
 
 def _fuzz(
-    document: dict[str, Any], base_url: str, known: dict[str, str]
+    document: dict[str, Any], base_url: str, known: dict[str, dict[str, str]]
 ) -> tuple[list[str], Counter[str]]:
-    """Every operation in both modes, and those of ``known`` paths once more with the id of a
-    resource that exists; returns the failures, and the answers seen by operation and status
-    (``POST /v1/notifications 422``)."""
+    """Every operation in both modes, and those of ``known`` paths once more with the path
+    parameters of a resource that exists; returns the failures, and the answers seen by
+    operation and status (``POST /v1/notifications 422``)."""
     schema = schemathesis.openapi.from_dict(document)
     operations: list[Operation] = []
     for result in schema.get_all_operations():
@@ -73,7 +73,7 @@ def _fuzz(
         operations.append(result.ok())
     # The known resources first: before a bulk redrive or a discard has resolved them.
     passes: list[tuple[Operation, GenerationMode, dict[str, Any]]] = [
-        (operation, GenerationMode.POSITIVE, {"id": known[operation.path]})
+        (operation, GenerationMode.POSITIVE, known[operation.path])
         for operation in operations
         if operation.path in known
     ]
@@ -123,13 +123,16 @@ async def test_every_operation_keeps_to_the_openapi_document(
         (await (await client.post("/v1/notifications", json=email())).json())["id"]
         for _ in range(2)
     ]
-    known = {
+    ids = {
         "/v1/notifications/{id}": notifications[0],
         "/v1/dead-letters/{id}": str(await dead_letter(pool, uuid.UUID(notifications[0]))),
         "/v1/dead-letters/{id}/redrive": str(await dead_letter(pool, uuid.UUID(notifications[1]))),
         # Another key than the one the run uses, which must not be revoked under it.
         "/v1/keys/{id}": str((await new_key(pool, "read"))[0]),
     }
+    known = {path: {"id": id} for path, id in ids.items()}
+    # A built-in template, read and saved over (a project's own version of it).
+    known["/v1/templates/{channel}/{name}"] = {"channel": "sms", "name": "welcome"}
     document = await (await client.get("/openapi.json")).json()
     base_url = str(client.make_url("")).rstrip("/")
 

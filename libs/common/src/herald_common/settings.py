@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .channels import CHANNELS as CHANNELS  # the registry is the source; re-exported
+from .templates import normalize_locale
 
 
 def _split_commas(value: Any) -> Any:
@@ -68,7 +69,18 @@ class CommonSettings(BaseSettings):
         gt=0,
         description="Seconds a service waits for in-flight work after SIGTERM before it exits.",
     )
-    default_locale: str = Field(default="en", description="Locale used when a request names none.")
+    default_locale: str = Field(
+        default="en",
+        description=(
+            "Locale (BCP 47) templates are rendered in when a request names none, and the last "
+            "one tried when the request's locale has no template."
+        ),
+    )
+
+    @field_validator("default_locale")
+    @classmethod
+    def _bcp47(cls, value: str) -> str:
+        return normalize_locale(value)
 
 
 JITTER_STEPS = 2

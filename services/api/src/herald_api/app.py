@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from herald_common.db import create_pool
 from herald_common.ops import add_ops_routes
 
-from . import audit, dead_letters, keys, notifications, openapi
+from . import audit, dead_letters, keys, notifications, openapi, templates
 from .audit import AUDIT_LOG, AuditLog
 from .auth import RATE_LIMITS, RateLimits, auth_middleware
 from .broker import BROKER, BrokerLink
@@ -31,6 +31,7 @@ from .metrics import ApiMetrics, metrics_middleware
 from .notifications import NOTIFICATIONS, NotificationStore
 from .problems import problem_middleware
 from .settings import API_SETTINGS, ApiSettings
+from .templates import TEMPLATES, TemplateStore
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 DATABASE = web.AppKey("database", Database)
@@ -70,7 +71,9 @@ async def _broker_and_stores(app: web.Application) -> AsyncIterator[None]:
     broker = BrokerLink(settings, database, metrics)
     broker.start()
     app[BROKER] = broker
-    notifications = NotificationStore(database, broker, metrics)
+    templates = TemplateStore(database, settings.default_locale)
+    app[TEMPLATES] = templates
+    notifications = NotificationStore(database, broker, metrics, templates)
     app[NOTIFICATIONS] = notifications
     app[DEAD_LETTERS] = DeadLetterStore(database, broker, settings.api_max_redrive)
     try:
@@ -112,5 +115,6 @@ def create_app(settings: ApiSettings) -> web.Application:
     dead_letters.add_routes(app)
     keys.add_routes(app)
     audit.add_routes(app)
+    templates.add_routes(app)
     openapi.add_routes(app)
     return app

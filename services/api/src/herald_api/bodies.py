@@ -15,7 +15,7 @@ from herald_common.settings import CHANNELS
 
 from .errors import BodyTooLarge, FieldProblem, InvalidInput, MalformedBody, UnsupportedMediaType
 from .hygiene import Loc, json_problems, line_problem, metadata_problems
-from .models import REQUEST_MODELS, NotificationRequest, PushNotificationRequest
+from .models import REQUEST_MODELS, NotificationRequest
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 255
@@ -115,13 +115,11 @@ def parse_notification(
     if not isinstance(data, dict):
         return [FieldProblem(prefix or "body", "must be a JSON object")]
     found = _located(prefix, json_problems(data))
-    found = _merge(
-        found,
-        _located(
-            prefix,
-            metadata_problems(data.get("metadata"), ("metadata",), max_metadata_bytes),
-        ),
-    )
+    for name in ("metadata", "data"):  # the template's data is limited as metadata is
+        found = _merge(
+            found,
+            _located(prefix, metadata_problems(data.get(name), (name,), max_metadata_bytes)),
+        )
     channel = data.get("channel")
     model = REQUEST_MODELS.get(channel) if isinstance(channel, str) else None
     if model is None or channel not in ACCEPTED_CHANNELS:
@@ -139,8 +137,7 @@ def parse_notification(
         if found:  # a name pydantic could not report (a lone surrogate) is already named
             problems = [p for p in problems if p.field != (prefix or "body")]
         return _merge(found, problems)
-    if isinstance(parsed, PushNotificationRequest):
-        found = _merge(found, _located(prefix, list(parsed.problems())))
+    found = _merge(found, _located(prefix, parsed.problems()))
     return found or parsed
 
 
@@ -223,12 +220,15 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
+_ADDED_FIELDS = ("content", "send_at", "template", "data", "locale")
+"""Top-level fields that were added (or made optional) since idempotency keys were first stored."""
+
+
 def _hashed(notification: NotificationRequest) -> dict[str, Any]:
-    # A field added since (send_at) is left out while unset, so a request made before it was
-    # added hashes as it did then: replays of stored idempotency keys still match.
-    return notification.model_dump(
-        mode="json", exclude={"send_at"} if notification.send_at is None else None
-    )
+    # A field added since is left out while unset, so a request made before it was added hashes
+    # as it did then: replays of stored idempotency keys still match.
+    unset = {name for name in _ADDED_FIELDS if getattr(notification, name) is None}
+    return notification.model_dump(mode="json", exclude=unset or None)
 
 
 def request_hash(notifications: NotificationRequest | Sequence[NotificationRequest]) -> str:

@@ -155,7 +155,7 @@ def metadata_problems(metadata: Any, loc: Loc, max_bytes: int) -> list[tuple[Loc
     while queue and len(problems) < MAX_REPORTED:
         here, node, depth = queue.popleft()
         if depth > MAX_METADATA_DEPTH:
-            problems.append((here, f"nests deeper than {MAX_METADATA_DEPTH} levels of metadata"))
+            problems.append((here, f"nests deeper than {MAX_METADATA_DEPTH} levels"))
             continue
         for key, child in _children(node):
             if isinstance(key, str) and (reason := line_problem(key)) is not None:

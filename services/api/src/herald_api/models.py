@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from herald_common.schemas import AttemptResult, EmailContent
+from herald_common.templates import MAX_SOURCE, NAME_PATTERN, normalize_locale
 
 from .hygiene import HEADER_RULE, LINE_PATTERN, MAX_METADATA_DEPTH, Line, Text
 
@@ -31,7 +32,12 @@ Resolution = Literal["redriven", "discarded"]
 Scope = Literal["send", "read", "admin"]
 SCOPES: tuple[str, ...] = get_args(Scope)
 AuditAction = Literal[
-    "dead_letter.redrive", "dead_letters.redrive", "dead_letter.discard", "key.create", "key.revoke"
+    "dead_letter.redrive",
+    "dead_letters.redrive",
+    "dead_letter.discard",
+    "key.create",
+    "key.revoke",
+    "template.save",
 ]
 AUDIT_ACTIONS: tuple[str, ...] = get_args(AuditAction)
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -79,6 +85,82 @@ METADATA_DESCRIPTION = (
 )
 
 
+TEMPLATE_DESCRIPTION = (
+    "The name of a template to render the content from, instead of giving `content`: the "
+    "project's own (`PUT /v1/templates/{channel}/{name}`) or a built-in one. An unknown "
+    "template, a variable `data` does not give, or a template error is a 422 naming it."
+)
+DATA_DESCRIPTION = (
+    "The template's variables (with `template` only): a JSON object, limited as `metadata` is."
+)
+LOCALE_DESCRIPTION = (
+    "The locale to render the template in (with `template` only), BCP 47 like `pt-BR`; falls "
+    "back to `pt`, then to `HERALD_DEFAULT_LOCALE`. Without it: `HERALD_DEFAULT_LOCALE`."
+)
+
+
+def _locale(value: str) -> str:
+    return normalize_locale(value)
+
+
+TemplateName = Annotated[str, Field(pattern=NAME_PATTERN)]
+Locale = Annotated[str, Field(max_length=35), AfterValidator(_locale)]
+
+
+class _Notification(BaseModel):
+    """What every channel's request has besides its recipient and content."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        # Content, or a template to render it from: never both, nor template data without one.
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["content"],
+                    "not": {
+                        "anyOf": [
+                            {"required": ["template"]},
+                            {"required": ["data"]},
+                            {"required": ["locale"]},
+                        ]
+                    },
+                },
+                {"required": ["template"], "not": {"required": ["content"]}},
+            ]
+        },
+    )
+
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=METADATA_DESCRIPTION,
+        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
+    )
+    send_at: SendAt | None = Field(default=None, description=SEND_AT_DESCRIPTION)
+    template: TemplateName | None = Field(default=None, description=TEMPLATE_DESCRIPTION)
+    data: dict[str, Any] | None = Field(
+        default=None,
+        description=DATA_DESCRIPTION,
+        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
+    )
+    locale: Locale | None = Field(default=None, description=LOCALE_DESCRIPTION)
+
+    def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """What the schema says but the model does not check itself (``oneOf`` above): content,
+        or a template to render it from; never both, nor template data without a template."""
+        content = getattr(self, "content", None)
+        if self.template is not None:
+            if content is not None:
+                return [(("template",), "give `content` or `template`, not both")]
+            return []
+        if content is None:
+            return [(("content",), "Field required (or a `template` to render it from)")]
+        return [
+            ((name,), "goes with a `template` only")
+            for name in ("data", "locale")
+            if getattr(self, name) is not None
+        ]
+
+
 class EmailContentRequest(EmailContent):
     """The email's subject and bodies, as a client may send them (at least one body).
 
@@ -110,20 +192,12 @@ class EmailContentRequest(EmailContent):
     )
 
 
-class EmailNotificationRequest(BaseModel):
+class EmailNotificationRequest(_Notification):
     """An email to send."""
-
-    model_config = ConfigDict(extra="forbid")
 
     channel: Literal["email"] = Field(description="The channel that delivers it.")
     to: Annotated[EmailStr, HEADER_RULE] = Field(description="Recipient address.")
-    content: EmailContentRequest
-    metadata: dict[str, Any] = Field(
-        default_factory=dict,
-        description=METADATA_DESCRIPTION,
-        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
-    )
-    send_at: SendAt | None = Field(default=None, description=SEND_AT_DESCRIPTION)
+    content: EmailContentRequest | None = None
 
 
 def _e164(value: str) -> str:
@@ -152,22 +226,14 @@ class SmsContentRequest(BaseModel):
     )
 
 
-class SmsNotificationRequest(BaseModel):
+class SmsNotificationRequest(_Notification):
     """An SMS to send."""
-
-    model_config = ConfigDict(extra="forbid")
 
     channel: Literal["sms"] = Field(description="The channel that delivers it.")
     to: Annotated[Line, AfterValidator(_e164)] = Field(
         max_length=32, description="Recipient's phone number in E.164 form (`+14155550123`)."
     )
-    content: SmsContentRequest
-    metadata: dict[str, Any] = Field(
-        default_factory=dict,
-        description=METADATA_DESCRIPTION,
-        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
-    )
-    send_at: SendAt | None = Field(default=None, description=SEND_AT_DESCRIPTION)
+    content: SmsContentRequest | None = None
 
 
 class FcmRecipientRequest(BaseModel):
@@ -225,38 +291,38 @@ class PushContentRequest(BaseModel):
     )
 
 
-class PushNotificationRequest(BaseModel):
+class PushNotificationRequest(_Notification):
     """A push notification to a device (FCM) or a browser (Web Push)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     channel: Literal["push"] = Field(description="The channel that delivers it.")
     to: Annotated[
         FcmRecipientRequest | WebPushRecipientRequest, Field(discriminator="provider")
     ] = Field(description="The recipient; its `provider` picks the push provider.")
-    content: PushContentRequest
-    metadata: dict[str, Any] = Field(
-        default_factory=dict,
-        description=METADATA_DESCRIPTION,
-        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
-    )
-    send_at: SendAt | None = Field(default=None, description=SEND_AT_DESCRIPTION)
+    content: PushContentRequest | None = None
 
-    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+    def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """What the schema cannot say: FCM's data is a map of strings to strings (anything else
         FCM refuses), so for an FCM recipient every value must be a string."""
-        data = self.content.data
+        found = super().problems()
+        data = None if self.content is None else self.content.data
         if isinstance(self.to, FcmRecipientRequest) and data:
-            return [
+            found += [
                 (("content", "data", key), "for an FCM recipient, data values must be strings")
                 for key, value in data.items()
                 if not isinstance(value, str)
             ]
-        return []
+        return found
 
 
 NotificationRequest = EmailNotificationRequest | SmsNotificationRequest | PushNotificationRequest
 """Union of the channels' requests."""
+
+CONTENT_MODELS: dict[str, type[BaseModel]] = {
+    "email": EmailContentRequest,
+    "sms": SmsContentRequest,
+    "push": PushContentRequest,
+}
+"""What a rendered template must make, by channel: the content a request could have given."""
 
 REQUEST_MODELS: dict[str, type[NotificationRequest]] = {
     "email": EmailNotificationRequest,
@@ -264,6 +330,46 @@ REQUEST_MODELS: dict[str, type[NotificationRequest]] = {
     "push": PushNotificationRequest,
 }
 """The request model of each channel the API accepts, by the value of ``channel``."""
+
+
+TemplateSource = Annotated[Text, Field(max_length=MAX_SOURCE)]
+
+
+class EmailTemplateRequest(BaseModel):
+    """An email template: Jinja2 for the subject, the text and the HTML (autoescaped) body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: TemplateSource = Field(min_length=1, description="Renders the subject line.")
+    text: TemplateSource | None = Field(default=None, description="Renders the text body.")
+    html: TemplateSource | None = Field(
+        default=None, description="Renders the HTML body; values are HTML-escaped."
+    )
+
+
+class SmsTemplateRequest(BaseModel):
+    """An SMS template: Jinja2 for the text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: TemplateSource = Field(min_length=1, description="Renders the message.")
+
+
+class PushTemplateRequest(BaseModel):
+    """A push template: Jinja2 for the title and the body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: TemplateSource = Field(min_length=1, description="Renders the title.")
+    body: TemplateSource = Field(min_length=1, description="Renders the body.")
+
+
+TEMPLATE_REQUEST_MODELS: dict[str, type[BaseModel]] = {
+    "email": EmailTemplateRequest,
+    "sms": SmsTemplateRequest,
+    "push": PushTemplateRequest,
+}
+"""The body of ``PUT /v1/templates/{channel}/{name}``, by channel."""
 
 
 class BatchRequest(BaseModel):
@@ -347,6 +453,9 @@ class AcceptedNotification(BaseModel):
     correlation_id: str | None
     created_at: datetime
     send_at: datetime | None = Field(description="When it is to be sent; null: at once.")
+    template: TemplateReference | None = Field(
+        default=None, description="The template its content was rendered from, if any."
+    )
 
 
 class BatchAccepted(BaseModel):
@@ -412,6 +521,9 @@ class Notification(BaseModel):
     updated_at: datetime
     send_at: datetime | None = Field(description="When it was to be sent; null: at once.")
     sent_at: datetime | None
+    template: TemplateReference | None = Field(
+        default=None, description="The template its content was rendered from, if any."
+    )
 
 
 class NotificationDetail(Notification):
@@ -511,6 +623,37 @@ class AuditPage(BaseModel):
     items: list[AuditEntry] = Field(description="Newest first.")
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class TemplateReference(BaseModel):
+    """The template a notification was rendered from."""
+
+    name: str
+    locale: str
+    version: int
+    builtin: bool = Field(description="A built-in template (no project's own).")
+
+
+class Template(BaseModel):
+    """One version of a template."""
+
+    channel: str
+    name: str
+    locale: str
+    version: int
+    project: str | None = Field(description="Its project; null for a built-in template.")
+    builtin: bool
+    fields: dict[str, str] = Field(description="Each field's Jinja2 source.")
+    created_at: datetime
+
+
+class TemplateList(BaseModel):
+    items: list[Template] = Field(
+        description=(
+            "The newest version of each template (channel, name, locale) the project can "
+            "render: its own, and the built-in ones it has not replaced."
+        )
     )
 
 

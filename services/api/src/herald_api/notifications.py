@@ -56,12 +56,13 @@ from .pagination import KeysetQuery, encode_cursor, parse_limit
 from .principal import principal, visible_project
 from .responses import json_model
 from .settings import API_SETTINGS, ApiSettings
+from .templates import TemplateStore
 
 log = structlog.get_logger("herald_api.notifications")
 
 _COLUMNS = """id, project, channel, recipient, content, metadata, status, correlation_id, attempts,
     last_error, failure_reason, provider, provider_message_id, next_attempt_at, created_at,
-    updated_at, send_at, sent_at"""
+    updated_at, send_at, sent_at, template"""
 
 CANCELABLE = ("scheduled", "queued", "retrying")
 """Statuses a notification can be canceled in: nothing is being sent for it at the moment."""
@@ -95,6 +96,7 @@ def _notification(row: asyncpg.Record) -> Notification:
         updated_at=row["updated_at"],
         send_at=row["send_at"],
         sent_at=row["sent_at"],
+        template=row["template"],
     )
 
 
@@ -109,6 +111,7 @@ def _accepted(row: asyncpg.Record) -> AcceptedNotification:
         correlation_id=row["correlation_id"],
         created_at=row["created_at"],
         send_at=row["send_at"],
+        template=row["template"],
     )
 
 
@@ -126,6 +129,8 @@ class _PendingRow:
     created_at: datetime
     send_at: datetime | None
     """When the client asked for it to be sent; None: at once."""
+    template: str | None
+    """The template it was rendered from, as JSON; None: the request gave its content."""
     message: OutboxMessage
 
     scheduled: bool
@@ -164,8 +169,11 @@ def _pending_row(
     traceparent: str | None,
     idempotency_key: str | None,
     request_hash: str | None,
+    template: dict[str, Any] | None,
 ) -> _PendingRow:
-    """A notification's row values and its delivery message, ready for ``_insert_rows``."""
+    """A notification's row values and its delivery message, ready for ``_insert_rows``;
+    ``request`` has its content (rendered already if it named a template)."""
+    assert request.content is not None, "render the request's template first"
     plain = isinstance(request.to, str)  # email, sms; push recipients are objects
     to: Any = request.to if isinstance(request.to, str) else request.to.model_dump(mode="json")
     return _PendingRow(
@@ -180,6 +188,7 @@ def _pending_row(
         request_hash=request_hash,
         created_at=created_at,
         send_at=request.send_at,
+        template=None if template is None else json.dumps(template),
         scheduled=_scheduled(request.send_at, created_at),
         message=delivery_message(
             id=id,
@@ -201,8 +210,15 @@ def _pending_row(
 class NotificationStore:
     """Notifications in PostgreSQL, each committed together with its outbox message."""
 
-    def __init__(self, database: Database, broker: BrokerLink, metrics: ApiMetrics) -> None:
+    def __init__(
+        self,
+        database: Database,
+        broker: BrokerLink,
+        metrics: ApiMetrics,
+        templates: TemplateStore,
+    ) -> None:
         self._database = database
+        self._templates = templates
         self._broker = broker
         self._metrics = metrics
         # Group commit: concurrent single POSTs share one transaction (one WAL flush). A row
@@ -226,12 +242,12 @@ class NotificationStore:
         inserted = await connection.fetch(
             """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
                    correlation_id, idempotency_key, request_hash, created_at, updated_at,
-                   project, send_at)
-               SELECT i, c, r, ct::jsonb, m::jsonb, s, ci, k, h, t, t, p, sa
+                   project, send_at, template)
+               SELECT i, c, r, ct::jsonb, m::jsonb, s, ci, k, h, t, t, p, sa, tp::jsonb
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                            $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[],
-                           $11::text[], $12::timestamptz[])
-                   AS x(i, c, r, ct, m, ci, k, h, t, p, s, sa)
+                           $11::text[], $12::timestamptz[], $13::text[])
+                   AS x(i, c, r, ct, m, ci, k, h, t, p, s, sa, tp)
                -- Keys in one order: two group commits holding the same keys in different
                -- orders would otherwise wait on each other's unique index entries (deadlock).
                ORDER BY k NULLS LAST, p
@@ -249,6 +265,7 @@ class NotificationStore:
             [r.project for r in rows],
             [r.status for r in rows],
             [r.send_at for r in rows],
+            [r.template for r in rows],
         )
         won = {record["id"] for record in inserted}
         fresh = [r for r in rows if r.id in won]
@@ -298,8 +315,11 @@ class NotificationStore:
         publishes nothing; with a different request it raises ``IdempotencyConflict``. Two racing
         requests with one key are settled by the unique index: one inserts, the other finds it.
         """
+        digest = request_hash(request)  # of the request as sent, before rendering
+        ((request, template),) = await self._templates.render(
+            [request], project=project, batch=False
+        )
         id, created_at = uuid.uuid4(), datetime.now(UTC)
-        digest = request_hash(request)
         row = _pending_row(
             request,
             id=id,
@@ -309,6 +329,7 @@ class NotificationStore:
             traceparent=traceparent,
             idempotency_key=idempotency_key,
             request_hash=digest,
+            template=template,
         )
         if not await self._inserts.submit(row):
             async with self._database.connection() as connection:
@@ -326,6 +347,7 @@ class NotificationStore:
                 correlation_id=correlation_id,
                 created_at=created_at,
                 send_at=row.send_at,
+                template=template,
             ),
             False,
         )
@@ -363,6 +385,8 @@ class NotificationStore:
         key with a different batch raises ``IdempotencyConflict``. Keys of batches and of single
         notifications are separate.
         """
+        digest = request_hash(requests)  # of the requests as sent, before rendering
+        rendered = await self._templates.render(requests, project=project, batch=True)
         created_at = datetime.now(UTC)
         ids = [uuid.uuid4() for _ in requests]
         rows = [
@@ -375,10 +399,10 @@ class NotificationStore:
                 traceparent=traceparent,
                 idempotency_key=None,
                 request_hash=None,
+                template=template,
             )
-            for id, r in zip(ids, requests, strict=True)
+            for id, (r, template) in zip(ids, rendered, strict=True)
         ]
-        digest = request_hash(requests)
         handoff = self._broker.handoff(len(rows))
         try:
             async with self._database.transaction() as connection:
@@ -420,8 +444,9 @@ class NotificationStore:
                 correlation_id=correlation_id,
                 created_at=created_at,
                 send_at=row.send_at,
+                template=template,
             )
-            for id, r, row in zip(ids, requests, rows, strict=True)
+            for id, (r, template), row in zip(ids, rendered, rows, strict=True)
         ]
         return accepted, False
 

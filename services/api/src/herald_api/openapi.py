@@ -18,6 +18,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from herald_common.templates import NAME_PATTERN
+
 from .bodies import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
 from .correlation import CORRELATION_HEADER
 from .models import (
@@ -26,6 +28,7 @@ from .models import (
     PROJECT_PATTERN,
     REQUEST_MODELS,
     SCOPES,
+    TEMPLATE_REQUEST_MODELS,
     AcceptedNotification,
     ApiKey,
     AuditEntry,
@@ -43,6 +46,8 @@ from .models import (
     Problem,
     RedriveFilter,
     RedriveResult,
+    Template,
+    TemplateList,
 )
 from .pagination import DEFAULT_LIMIT, MAX_LIMIT
 from .problems import PROBLEM_CONTENT_TYPE
@@ -55,6 +60,9 @@ _MODELS: list[tuple[type[BaseModel], Mode]] = [
     (BatchRequest, "validation"),
     (RedriveFilter, "validation"),
     (KeyRequest, "validation"),
+    *((model, "validation") for model in TEMPLATE_REQUEST_MODELS.values()),
+    (Template, "serialization"),
+    (TemplateList, "serialization"),
     (ApiKey, "serialization"),
     (CreatedKey, "serialization"),
     (KeyList, "serialization"),
@@ -196,6 +204,27 @@ _PROJECT = _query(
     "its own: naming another is a 403).",
     {"type": "string", "pattern": PROJECT_PATTERN},
 )
+_ACTING_PROJECT = _query(
+    "project",
+    "Act in this project (an admin key only); the key's own if not given.",
+    {"type": "string", "pattern": PROJECT_PATTERN},
+)
+_TEMPLATE_PATH = [
+    {
+        "name": "channel",
+        "in": "path",
+        "required": True,
+        "description": "The channel (an unknown one is a 404).",
+        "schema": {"type": "string", "enum": list(REQUEST_MODELS)},
+    },
+    {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "The template's name.",
+        "schema": {"type": "string", "pattern": NAME_PATTERN},
+    },
+]
 _CURSOR = _query("cursor", "`next_cursor` of the previous page.", {"type": "string"})
 _TRACEPARENT = {
     "name": "traceparent",
@@ -533,6 +562,99 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _ok("A page of the audit trail.", ref(AuditPage)),
                         **_problems(422),
+                    },
+                }
+            ),
+        },
+        "/v1/templates": {
+            "get": _reads_database(
+                {
+                    "security": _scope("read"),
+                    "summary": "List the templates the project renders from",
+                    "description": (
+                        "The newest version of each of the project's templates and of the "
+                        "built-in ones it has not replaced, by channel, name and locale."
+                    ),
+                    "operationId": "listTemplates",
+                    "parameters": [
+                        _query(
+                            "channel",
+                            "Only this channel's.",
+                            {"type": "string", "enum": list(REQUEST_MODELS)},
+                        ),
+                        _ACTING_PROJECT,
+                    ],
+                    "responses": {
+                        "200": _ok("The templates.", ref(TemplateList)),
+                        **_problems(422),
+                    },
+                }
+            ),
+        },
+        "/v1/templates/{channel}/{name}": {
+            "put": _reads_body(
+                {
+                    "security": _scope("admin"),
+                    "summary": "Save a new version of a template",
+                    "description": (
+                        "Jinja2 (sandboxed; a variable the data lacks is an error): email has "
+                        "`subject`, `text` and/or `html` (autoescaped), SMS `text`, push "
+                        "`title` and `body`. Each save is the next version; notifications "
+                        "already accepted keep the content they were rendered with. A field "
+                        "that does not compile is a 422 naming it and its line."
+                    ),
+                    "operationId": "saveTemplate",
+                    "parameters": [
+                        *_TEMPLATE_PATH,
+                        _query(
+                            "locale",
+                            "Its locale (BCP 47, like `pt-BR`); `HERALD_DEFAULT_LOCALE` if "
+                            "not given.",
+                            {"type": "string"},
+                        ),
+                        _ACTING_PROJECT,
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        **_json({"oneOf": [ref(m) for m in TEMPLATE_REQUEST_MODELS.values()]}),
+                    },
+                    "responses": {
+                        "201": _ok(
+                            "Saved as a new version.",
+                            ref(Template),
+                            Location={
+                                "description": "The version's URL.",
+                                "schema": {"type": "string"},
+                            },
+                        ),
+                        **_problems(404),
+                    },
+                }
+            ),
+            "get": _reads_database(
+                {
+                    "security": _scope("read"),
+                    "summary": "A template",
+                    "description": (
+                        "Without `version`: the one a notification in `locale` would be "
+                        "rendered from now (the project's own in `pt-BR`, `pt` or "
+                        "`HERALD_DEFAULT_LOCALE`, else the built-in one). With `version`: "
+                        "that version in exactly `locale`."
+                    ),
+                    "operationId": "getTemplate",
+                    "parameters": [
+                        *_TEMPLATE_PATH,
+                        _query("locale", "The locale (BCP 47).", {"type": "string"}),
+                        _query(
+                            "version",
+                            "A version; the newest if not given.",
+                            {"type": "integer", "minimum": 1},
+                        ),
+                        _ACTING_PROJECT,
+                    ],
+                    "responses": {
+                        "200": _ok("The template.", ref(Template)),
+                        **_problems(404, 422),
                     },
                 }
             ),
