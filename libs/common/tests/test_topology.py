@@ -12,7 +12,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from herald_common.amqp import Publisher
 from herald_common.errors import UnroutableError
 from herald_common.settings import RetryPolicy
-from herald_common.topology import Topology
+from herald_common.topology import DELAY_QUEUE_HEADER, LANES, Topology
 from herald_common.worker import _own_headers
 from tests.support.infra import Infra, queue_depth
 
@@ -87,10 +87,12 @@ async def test_unroutable_publish_is_an_error_not_a_silent_drop(
     await channel.close()
 
 
-async def test_retry_tier_returns_messages_to_the_work_queue_every_time(
-    amqp: AbstractRobustConnection, namespace: str, infra: Infra
+@pytest.mark.parametrize("lane", LANES)
+async def test_retry_tier_returns_messages_to_their_lane_every_time(
+    amqp: AbstractRobustConnection, namespace: str, infra: Infra, lane: str
 ) -> None:
-    """Republishing into the same tier again and again never trips the dead-letter cycle check."""
+    """Republishing into the same tier again and again never trips the dead-letter cycle check,
+    and the tier, shared by the lanes, hands each message back to the lane it came from."""
     topology = Topology(namespace)
     policy = RetryPolicy(delays=(0.2,), max_attempts=10)
     infra.uses_retry_policy(namespace, policy)
@@ -101,8 +103,13 @@ async def test_retry_tier_returns_messages_to_the_work_queue_every_time(
     tier = topology.retry_queue("email", 0.2)
     headers: dict[str, Any] = {"herald-attempt": 1}
     for round_number in range(1, 5):
-        await publisher.publish("", tier, b"payload", headers=headers)
-        message = await _get(amqp, topology.work_queue("email"))
+        await publisher.publish(
+            topology.delays_exchange,
+            Topology.routing_key("email", lane),
+            b"payload",
+            headers={**headers, DELAY_QUEUE_HEADER: tier},
+        )
+        message = await _get(amqp, topology.work_queue("email", lane))
         assert message.body == b"payload"
         # The broker recorded the expiry; our republish must not carry that history forward.
         assert message.headers["x-death"][0]["reason"] == "expired"
@@ -117,7 +124,8 @@ def test_every_queue_has_a_delivery_limit_and_all_but_parked_dead_letter_safely(
     queues = topology.queues({"email": RetryPolicy(delays=(1, 5), max_attempts=3, jitter=0.5)})
     assert set(queues) >= {
         "ns.parked", "ns.outcomes", "ns.outcomes.dead", "ns.email", "ns.email.dead",
-        "ns.email.retry.1s", "ns.email.retry.5s",
+        "ns.email.delay.1s", "ns.email.delay.5s", "ns.email.high", "ns.email.low",
+        "ns.push.fcm.high", "ns.push.webpush.low",
     }  # fmt: skip
     for name, arguments in queues.items():
         assert arguments["x-queue-type"] == "quorum", name
@@ -130,6 +138,11 @@ def test_every_queue_has_a_delivery_limit_and_all_but_parked_dead_letter_safely(
         assert arguments["x-dead-letter-strategy"] == "at-least-once", name
         assert arguments["x-overflow"] == "reject-publish", name  # at-least-once requires it
         assert "x-dead-letter-exchange" in arguments, name
+        if ".delay." in name:
+            # A tier hands each message back with its own routing key: to its lane.
+            assert arguments["x-dead-letter-exchange"] == topology.notifications_exchange
+            assert "x-dead-letter-routing-key" not in arguments
+            continue
         assert arguments["x-dead-letter-routing-key"], name
     # The .dead queues lead to parked (a queue outside their x-death history), not back into
     # the dead-letter exchange: that would be a dead-letter cycle, dropped by the broker.
@@ -218,3 +231,33 @@ async def test_a_message_past_the_delivery_limit_of_a_dead_queue_ends_parked(
     deaths = {(d["queue"], d["reason"]) for d in message.headers["x-death"]}
     assert deaths == {(first, "delivery_limit"), (dead, "delivery_limit")}
     assert await queue_depth(infra.amqp_url, dead) == 0
+
+
+async def test_each_lane_gets_only_its_own_messages_even_where_the_old_binding_was_left(
+    amqp: AbstractRobustConnection, namespace: str, infra: Infra
+) -> None:
+    """A broker that ran Herald before lanes has the normal queue bound to ``email.#``, which
+    would copy every high and low message into it too: declaring removes that binding."""
+    topology = Topology(namespace)
+    channel = await amqp.channel()
+    exchange = await channel.declare_exchange(
+        topology.notifications_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    old = await channel.declare_queue(
+        topology.work_queue("email"), durable=True, arguments=topology.work_queue_arguments("email")
+    )
+    await old.bind(exchange, routing_key="email.#")
+    await topology.declare(channel)
+    await channel.close()
+    publisher = await Publisher.open(amqp, 5.0)
+    for lane in LANES:
+        await publisher.publish(
+            topology.notifications_exchange, Topology.routing_key("email", lane), lane.encode()
+        )
+    await publisher.close()
+    for lane in LANES:
+        message = await _get(amqp, topology.work_queue("email", lane))
+        assert message.body == lane.encode()
+        assert await queue_depth(infra.amqp_url, topology.work_queue("email", lane)) == 0
+    # Messages stored before lanes (outbox rows) still route to the normal lane.
+    assert Topology.routing_key("email") == "email.default"

@@ -39,9 +39,11 @@ class ScriptedProvider:
     script: dict[str, list[str]] = field(default_factory=dict)
     calls: list[tuple[str, float]] = field(default_factory=list)
     delay: float = 0.0
+    slots: asyncio.Semaphore | None = None
+    """Bounds concurrent sends, as a real provider's connections do; None: unbounded."""
 
     def slot(self) -> contextlib.AbstractAsyncContextManager[object]:
-        return contextlib.AsyncExitStack()
+        return self.slots or contextlib.AsyncExitStack()
 
     async def send(self, delivery: EmailDelivery) -> Receipt:
         key = str(delivery.id)
@@ -106,10 +108,10 @@ class Harness:
         )
         return delivery
 
-    async def publish(self, body: bytes, attempt: int = 1) -> None:
+    async def publish(self, body: bytes, attempt: int = 1, lane: str = "normal") -> None:
         await self.publisher.publish(
             self.topology.notifications_exchange,
-            Topology.routing_key("email"),
+            Topology.routing_key("email", lane),
             body,
             headers={Headers.ATTEMPT: attempt, Headers.FIRST_ATTEMPT: 1},
         )
@@ -598,3 +600,46 @@ async def test_an_open_breaker_pauses_the_queue_and_burns_no_attempts(harness: H
 
 async def _zero(count: Any) -> bool:
     return int(await count) == 0
+
+
+async def test_the_high_lane_goes_before_a_backlog_of_the_normal_one(harness: Harness) -> None:
+    """Normal deliveries fill the prefetch and queue for the provider's one slot; a high one
+    arriving behind them is sent next, not after them."""
+    harness.provider.slots = asyncio.Semaphore(1)
+    harness.provider.delay = 0.05
+    backlog = [await harness.notification() for _ in range(12)]
+    for delivery in backlog:
+        await harness.publish(delivery.model_dump_json().encode())
+    await harness.start_worker(RetryPolicy(delays=(0.2, 0.4), max_attempts=3))
+    await _until(lambda: _called(harness, 2))  # the backlog is in the process, queueing
+    urgent = await harness.notification()
+    await harness.publish(urgent.model_dump_json().encode(), lane="high")
+    published_after = len(harness.provider.calls)
+    await harness.outcomes(13)
+    order = [key for key, _ in harness.provider.calls]
+    # Prefetched together (16), the normal ones queue for the slot; without lanes the urgent
+    # one would come last. It may follow the ones sent while it was on its way from the broker.
+    assert order.index(str(urgent.id)) <= published_after + 2, (order.index(str(urgent.id)),
+                                                                published_after)  # fmt: skip
+    assert order.index(str(urgent.id)) < 11
+    assert len(order) == 13
+
+
+async def _called(harness: Harness, count: int) -> bool:
+    return len(harness.provider.calls) >= count
+
+
+async def test_a_retry_comes_back_in_its_own_lane(harness: Harness) -> None:
+    await harness.start_worker(RetryPolicy(delays=(0.4,), max_attempts=3))
+    delivery = await harness.notification()
+    harness.provider.script[str(delivery.id)] = ["transient"]
+    await harness.publish(delivery.model_dump_json().encode(), lane="high")
+    [first] = await harness.outcomes(1)
+    assert first.disposition == "retry"
+    # Nobody consumes now: the tier hands the retry back to the high lane, not the normal one.
+    assert harness.worker is not None
+    await harness.worker.stop()
+    harness.worker = None
+    [again] = await harness.drain(harness.topology.work_queue("email", "high"), expect=1)
+    assert again.headers[Headers.ATTEMPT] == 2
+    await harness.drain(harness.topology.work_queue("email"), expect=0)

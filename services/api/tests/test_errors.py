@@ -43,7 +43,7 @@ CASES = {
     "missing to": Case(
         422, body=as_json({k: v for k, v in email().items() if k != "to"}), field="to"
     ),
-    "extra field": Case(422, body=as_json(email(priority="high")), field="priority"),
+    "extra field": Case(422, body=as_json(email(urgency="high")), field="urgency"),
     "not an object": Case(422, body=as_json([email()]), field="body"),
     "batch not an object": Case(422, path="/v1/notifications/batch", body=as_json([])),
     "unknown id": Case(404, method="GET", path=f"/v1/notifications/{uuid.uuid4()}"),

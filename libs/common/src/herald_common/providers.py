@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from .lanes import LaneGate
 from .schemas import AttemptResult, DeliveryBase
 from .settings import WorkerSettings
 
@@ -95,6 +96,8 @@ class ProviderHandle:
     limits: ProviderLimits
     breaker: Breaker | None = field(default=None)
     limiter: RateLimiter | None = field(default=None)
+    gate: LaneGate = field(default_factory=LaneGate)
+    """Orders the deliveries waiting for this provider's slot and rate token by lane."""
 
     def permit(self) -> Permit | None:
         """A permit to call this provider now (its breaker closed, or the one half-open trial),

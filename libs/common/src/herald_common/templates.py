@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -105,7 +106,7 @@ def locale_chain(locale: str | None, default: str) -> list[str]:
     return chain
 
 
-def missing_fields(channel: str, fields: dict[str, str | None]) -> list[tuple[str, str]]:
+def missing_fields(channel: str, fields: Mapping[str, str | None]) -> list[tuple[str, str]]:
     """(field, reason) for each required group of ``channel`` none of whose fields is given."""
     found = []
     for group in REQUIRED_FIELDS[channel]:

@@ -1,10 +1,13 @@
 """Every exchange, queue and binding Herald uses, in one readable place.
 
-    notifications (topic) --"<key>.<lane>"--> <key>           work queue (quorum), one per key:
-                                                              email, sms, push.fcm, push.webpush
-    <key> --delivery limit (DLX)--> dead-letters (direct) --"<channel>"--> <channel>.dead
-    worker --republish on transient failure--> <key>.retry.<delay>   TTL tier (quorum)
-    <key>.retry.<delay> --TTL expiry (DLX "" -> "<key>")--> <key> work queue
+    notifications (topic) --"<key>.high"-->    <key>.high    work queues (quorum): per key
+                          --"<key>.default"--> <key>         (email, sms, push.fcm,
+                          --"<key>.low"-->     <key>.low      push.webpush) one per lane
+    <key>[.<lane>] --delivery limit (DLX)--> dead-letters (direct) --"<channel>"--> <channel>.dead
+    worker --transient failure: publish "<key>.<lane>", header herald-delay-queue-->
+        delays (headers) --> <key>.delay.<delay>   TTL tier (quorum), shared by the key's lanes
+    <key>.delay.<delay> --TTL expiry (DLX notifications, the message's own routing key)-->
+        the lane it came from
     worker --permanent / exhausted (publish)--> dead-letters --"<channel>"--> <channel>.dead
     worker --outcome batch--> events (topic) --"outcome.<channel>"--> outcomes
     outcomes --delivery limit (DLX)--> dead-letters --"outcomes"--> outcomes.dead
@@ -17,6 +20,12 @@ delivery limit into a queue already in its ``x-death`` history). For the same re
 queues do not dead-letter back into ``dead-letters`` but into ``parked``, a queue no message has
 been in before: it has no dead-letter exchange of its own and nothing consumes it; the dispatcher
 watches its depth, and an operator empties it.
+
+Lanes: a notification's ``priority`` picks its lane, and a channel service serves the high lane
+first (``lanes.LaneGate``), so a one-time code never waits behind a campaign in the normal lane.
+The normal lane keeps the work queue's plain name and the routing key ``<key>.default`` that
+messages had before lanes existed. A retry keeps its lane: the delay tier dead-letters into the
+notifications exchange with the routing key the message was published into the tier with.
 
 Every queue is a quorum queue with an explicit ``x-delivery-limit`` (3.x has no default, 4.x
 defaults to 20 and drops the message when no dead-letter exchange is set) and, except ``parked``,
@@ -50,6 +59,15 @@ PARKED_DELIVERY_LIMIT = 1_000_000
 deliveries, and it has nowhere further to go), and so high that inspecting parked messages (a get
 and requeue counts as a delivery up to 4.2) never reaches it. Not -1: 4.x reads that as no
 limit, but 3.x takes it literally."""
+
+LANES = ("high", "normal", "low")
+"""Priority lanes, served in this order."""
+
+NORMAL = "normal"
+"""The lane of a notification that names no priority."""
+
+DELAY_QUEUE_HEADER = "herald-delay-queue"
+"""Names the delay tier a retry is published into (through the ``delays`` headers exchange)."""
 
 OUTCOMES_ROUTING_KEY = "outcomes"
 """Routing key of outcome messages on the dead-letter exchange."""
@@ -86,6 +104,11 @@ class Topology:
         return f"{self.namespace}.dead-letters"
 
     @property
+    def delays_exchange(self) -> str:
+        """Headers exchange into the delay tiers: a retry keeps its lane's routing key."""
+        return f"{self.namespace}.delays"
+
+    @property
     def events_exchange(self) -> str:
         return f"{self.namespace}.events"
 
@@ -102,21 +125,29 @@ class Topology:
         """Where messages end that even a dead-letter consumer could not take (terminal)."""
         return f"{self.namespace}.parked"
 
-    def work_queue(self, queue_key: str) -> str:
-        """A work queue, by its key (``email``, ``sms``, ``push.fcm``: see ``channels``)."""
-        return f"{self.namespace}.{queue_key}"
+    def work_queue(self, queue_key: str, lane: str = NORMAL) -> str:
+        """A work queue, by its key (``email``, ``sms``, ``push.fcm``: see ``channels``) and
+        lane: ``<ns>.email`` for the normal lane, ``<ns>.email.high``, ``<ns>.email.low``."""
+        if lane == NORMAL:
+            return f"{self.namespace}.{queue_key}"
+        return f"{self.namespace}.{queue_key}.{lane}"
+
+    def lane_queues(self, queue_key: str) -> list[str]:
+        """Every lane's work queue of one key, high first."""
+        return [self.work_queue(queue_key, lane) for lane in LANES]
 
     def dead_letter_queue(self, channel: str) -> str:
         return f"{self.namespace}.{channel}.dead"
 
     def retry_queue(self, queue_key: str, delay: float) -> str:
-        """A retry tier of one work queue: it expires back into that queue."""
-        return f"{self.namespace}.{queue_key}.retry.{_delay_label(delay)}"
+        """A delay tier of one key's work queues: it expires back into the lane of each message
+        (named ``delay``, not ``retry`` as before lanes, whose tiers expired into one queue)."""
+        return f"{self.namespace}.{queue_key}.delay.{_delay_label(delay)}"
 
     @staticmethod
-    def routing_key(channel: str, route: str = "default") -> str:
-        """Routing key of a notification; ``route`` leaves room for lanes and provider queues."""
-        return f"{channel}.{route}"
+    def routing_key(queue_key: str, lane: str = NORMAL) -> str:
+        """Routing key of a notification for one work queue key and lane."""
+        return f"{queue_key}.{'default' if lane == NORMAL else lane}"
 
     @staticmethod
     def outcome_routing_key(channel: str) -> str:
@@ -148,12 +179,12 @@ class Topology:
         return {**_QUORUM, "x-delivery-limit": PARKED_DELIVERY_LIMIT}
 
     def retry_queue_arguments(self, queue_key: str, delay: float) -> dict[str, Any]:
-        # Expired messages go through the default exchange straight to the work queue. Nothing
-        # consumes a tier, so its delivery limit is never reached; it is explicit all the same.
-        return {
-            **self._dead_lettering_to("", self.work_queue(queue_key)),
-            "x-message-ttl": round(delay * 1000),
-        }
+        # Expired messages go back through the notifications exchange with their own routing
+        # key (no x-dead-letter-routing-key), so each returns to its lane. Nothing consumes a
+        # tier, so its delivery limit is never reached; it is explicit all the same.
+        arguments = self._dead_lettering_to(self.notifications_exchange, "")
+        del arguments["x-dead-letter-routing-key"]
+        return {**arguments, "x-message-ttl": round(delay * 1000)}
 
     def queues(
         self, retry_policies: dict[str, RetryPolicy] | None = None
@@ -166,7 +197,8 @@ class Topology:
         }
         for channel in self.channels:
             for key in queue_keys(channel):
-                queues[self.work_queue(key)] = self.work_queue_arguments(key)
+                for name in self.lane_queues(key):
+                    queues[name] = self.work_queue_arguments(key)
             queues[self.dead_letter_queue(channel)] = self.dead_letter_queue_arguments()
         for channel, policy in (retry_policies or {}).items():
             for key in queue_keys(channel):
@@ -178,7 +210,12 @@ class Topology:
         return list(self.queues(retry_policies))
 
     def exchange_names(self) -> list[str]:
-        return [self.notifications_exchange, self.dead_letter_exchange, self.events_exchange]
+        return [
+            self.notifications_exchange,
+            self.dead_letter_exchange,
+            self.events_exchange,
+            self.delays_exchange,
+        ]
 
     async def declare(self, channel: AbstractChannel) -> None:
         """Declare the shared topology; safe to repeat, and every service does at start."""
@@ -191,16 +228,26 @@ class Topology:
         events = await channel.declare_exchange(
             self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
+        await channel.declare_exchange(
+            self.delays_exchange, aio_pika.ExchangeType.HEADERS, durable=True
+        )
         # parked first: it is where the .dead queues dead-letter to.
         await channel.declare_queue(
             self.parked_queue, durable=True, arguments=self.parked_queue_arguments()
         )
         for name in self.channels:
             for key in queue_keys(name):
-                work = await channel.declare_queue(
-                    self.work_queue(key), durable=True, arguments=self.work_queue_arguments(key)
-                )
-                await work.bind(notifications, routing_key=f"{key}.#")
+                for lane in LANES:
+                    work = await channel.declare_queue(
+                        self.work_queue(key, lane),
+                        durable=True,
+                        arguments=self.work_queue_arguments(key),
+                    )
+                    await work.bind(notifications, routing_key=self.routing_key(key, lane))
+                    if lane == NORMAL:
+                        # Before lanes the normal queue took "<key>.#", which would now copy
+                        # every high and low message into it too. Unbinding is idempotent.
+                        await work.unbind(notifications, routing_key=f"{key}.#")
             dead = await channel.declare_queue(
                 self.dead_letter_queue(name),
                 durable=True,
@@ -221,13 +268,14 @@ class Topology:
     async def declare_retry_tiers(
         self, channel: AbstractChannel, channel_name: str, policy: RetryPolicy
     ) -> None:
+        delays = await channel.get_exchange(self.delays_exchange, ensure=False)
         for key in queue_keys(channel_name):
             for delay in policy.tier_delays():
-                await channel.declare_queue(
-                    self.retry_queue(key, delay),
-                    durable=True,
-                    arguments=self.retry_queue_arguments(key, delay),
+                name = self.retry_queue(key, delay)
+                tier = await channel.declare_queue(
+                    name, durable=True, arguments=self.retry_queue_arguments(key, delay)
                 )
+                await tier.bind(delays, arguments={"x-match": "all", DELAY_QUEUE_HEADER: name})
 
     async def delete(
         self, channel: AbstractChannel, retry_policies: dict[str, RetryPolicy]

@@ -23,7 +23,7 @@ import contextlib
 import functools
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -75,7 +75,7 @@ from .schemas import (
 )
 from .settings import RetryPolicy, WorkerSettings
 from .text import safe_text
-from .topology import Topology
+from .topology import DELAY_QUEUE_HEADER, LANES, Topology
 
 __all__ = ["ChannelWorker", "Provider", "Receipt"]  # Provider and Receipt: for providers
 
@@ -101,6 +101,7 @@ class _Copy:
     message: AbstractIncomingMessage
     headers: dict[str, Any]
     queue_key: str
+    lane: str
     delivery: Delivery
     number: int
     first_number: int
@@ -177,7 +178,7 @@ class ChannelWorker:
         }
         self._holding: dict[str, int] = dict.fromkeys(queue_keys(channel), 0)
         """Deliveries of each queue held while every provider's breaker is open."""
-        self._queues: dict[str, AbstractQueue] = {}
+        self._queues: dict[tuple[str, str], AbstractQueue] = {}
         handles = [self._handle_for(p, limits) for p in providers]
         self._routes: dict[str, list[ProviderHandle]] = {}
         for key in queue_keys(channel):
@@ -193,7 +194,8 @@ class ChannelWorker:
         self._active: dict[tuple[Any, int], asyncio.Task[Any]] = {}
         self._stopping = asyncio.Event()
         self._consume_channel: AbstractChannel | None = None
-        self._consumers: dict[str, tuple[AbstractQueue, str]] = {}
+        self._consumers: dict[tuple[str, str], tuple[AbstractQueue, str]] = {}
+        """By (work queue key, lane): the consumer of each lane's queue."""
         self._publisher: Publisher | None = None
         self._claims: Batcher[ledger.Claim, ledger.ClaimDecision] | None = None
         self._results: Batcher[ledger.RecordedResult, ledger.StoredResult | None] | None = None
@@ -243,7 +245,7 @@ class ChannelWorker:
                 continue
             await self._consume(key)
             names = [h.name for h in route]
-            log.info("consuming", queue=self._topology.work_queue(key),
+            log.info("consuming", queues=self._topology.lane_queues(key),
                      prefetch=self._settings.prefetch, providers=names)  # fmt: skip
             self._watchers.append(asyncio.create_task(self._watch_breakers(key)))
 
@@ -321,6 +323,8 @@ class ChannelWorker:
             rate = handle.limits.rate_limit
             if rate is None:
                 continue
+            # The normal lane's consumers only: every instance consumes each lane, and counting
+            # all three would give each instance a third of its share.
             queues = [self._topology.work_queue(k) for k, r in self._routes.items() if handle in r]
             source = ConsumerCountSource(self._connection, queues)
             await source.start()
@@ -328,19 +332,32 @@ class ChannelWorker:
             handle.limiter = SharedRateLimiter(rate, handle.limits.rate_burst, source)
 
     async def _consume(self, key: str) -> None:
+        """Consume every lane's queue of ``key`` (each consumer has its own prefetch window)."""
         assert self._consume_channel is not None
-        queue = self._queues.get(key)
-        if queue is None:
-            # Declared once: the robust channel re-declares each queue object it has on every
-            # reconnect, so a pause and resume re-consumes on this one rather than adding more.
-            queue = await self._consume_channel.declare_queue(
-                self._topology.work_queue(key),
-                durable=True,
-                arguments=self._topology.work_queue_arguments(key),
-            )
-            self._queues[key] = queue
-        tag = await queue.consume(functools.partial(self._on_message, key))
-        self._consumers[key] = (queue, tag)
+        for lane in LANES:
+            queue = self._queues.get((key, lane))
+            if queue is None:
+                # Declared once: the robust channel re-declares each queue object it has on every
+                # reconnect, so a pause and resume re-consumes on this one rather than adding more.
+                queue = await self._consume_channel.declare_queue(
+                    self._topology.work_queue(key, lane),
+                    durable=True,
+                    arguments=self._topology.work_queue_arguments(key),
+                )
+                self._queues[(key, lane)] = queue
+            tag = await queue.consume(functools.partial(self._on_message, key, lane))
+            self._consumers[(key, lane)] = (queue, tag)
+
+    def _consuming_all(self, key: str) -> bool:
+        return all((key, lane) in self._consumers for lane in LANES)
+
+    async def _cancel_consumers(self, key: str) -> None:
+        for lane in LANES:
+            consumer = self._consumers.pop((key, lane), None)
+            if consumer is not None:
+                queue, tag = consumer
+                with contextlib.suppress(Exception):
+                    await queue.cancel(tag)
 
     async def _watch_breakers(self, key: str) -> None:
         """While every provider a queue can use has its breaker open, consume nothing from it:
@@ -349,32 +366,38 @@ class ChannelWorker:
         provider still down costs no more than the deliveries already held."""
         route = self._routes[key]
         changed = self._breakers_changed[key]
+        queues = self._topology.lane_queues(key)
         while not self._stopping.is_set():
             try:
                 await changed.wait()
                 changed.clear()
-                if not all(h.open for h in route) or key not in self._consumers:
+                if not self._consuming_all(key):
+                    # A pause or resume that failed halfway (a broker blip): its lanes are
+                    # consumed again whatever the breakers say; if they are all still open,
+                    # the next check below pauses them once more.
+                    await self._cancel_consumers(key)
+                    await self._consume(key)
+                    self._metrics.queue_paused.labels(self.channel, key).set(0)
+                    log.info("queues resumed after a failed pause or resume", queues=queues)
+                if not all(h.open for h in route):
                     continue
-                queue, tag = self._consumers.pop(key)
-                with contextlib.suppress(Exception):
-                    await queue.cancel(tag)
-                log.warning("every provider's breaker is open; queue paused", queue=queue.name)
+                await self._cancel_consumers(key)
+                log.warning("every provider's breaker is open; queues paused", queues=queues)
                 self._metrics.queue_paused.labels(self.channel, key).set(1)
                 await self._until_resumable(key, route)
                 if self._stopping.is_set():
                     return
                 await self._consume(key)
                 self._metrics.queue_paused.labels(self.channel, key).set(0)
-                log.info("a provider's breaker lets calls through; queue resumed",
-                         queue=queue.name)  # fmt: skip
+                log.info("a provider's breaker lets calls through; queues resumed",
+                         queues=queues)  # fmt: skip
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # A broker blip while resuming: try again shortly; never leave a queue paused
-                # for good because a watcher died.
-                log.exception("pausing or resuming a queue failed; trying again", queue=key)
-                if key not in self._consumers:
-                    changed.set()
+                # A broker blip while pausing or resuming: try again shortly; never leave a
+                # queue paused for good because a watcher died.
+                log.exception("pausing or resuming a queue failed; trying again", queues=queues)
+                changed.set()
                 await self._stopped_within(1.0)
 
     async def _until_resumable(self, key: str, route: list[ProviderHandle]) -> None:
@@ -395,7 +418,9 @@ class ChannelWorker:
 
     # -- per delivery ---------------------------------------------------------------------------
 
-    async def _on_message(self, queue_key: str, message: AbstractIncomingMessage) -> None:
+    async def _on_message(
+        self, queue_key: str, lane: str, message: AbstractIncomingMessage
+    ) -> None:
         if self._stopping.is_set():
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
@@ -403,15 +428,15 @@ class ChannelWorker:
         # aiormq cancels consumer callbacks when their channel closes (a broker blip). A send in
         # progress must not be cut off by that: it runs in a task of ours, which finishes and
         # records its result, so the redelivered copy replays it instead of sending again.
-        task = asyncio.create_task(self._process(queue_key, message))
+        task = asyncio.create_task(self._process(queue_key, lane, message))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         await asyncio.shield(task)
 
-    async def _process(self, queue_key: str, message: AbstractIncomingMessage) -> None:
+    async def _process(self, queue_key: str, lane: str, message: AbstractIncomingMessage) -> None:
         self._metrics.in_flight.labels(self.channel).inc()
         try:
-            await self._handle(queue_key, message)
+            await self._handle(queue_key, lane, message)
         except _InfrastructureError as exc:
             log.warning("requeueing after infrastructure failure", error=str(exc.__cause__ or exc))
             await self._requeue_later(message)
@@ -446,7 +471,7 @@ class ChannelWorker:
         with contextlib.suppress(Exception):
             await message.nack(requeue=True)
 
-    async def _handle(self, queue_key: str, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, queue_key: str, lane: str, message: AbstractIncomingMessage) -> None:
         headers = dict(message.headers or {})
         try:
             delivery = parse_delivery(message.body, self.channel)
@@ -472,7 +497,7 @@ class ChannelWorker:
         self._active[key] = asyncio.current_task()  # type: ignore[assignment]
         try:
             await self._handle_claimed(
-                _Copy(message, headers, queue_key, delivery, number, first_number)
+                _Copy(message, headers, queue_key, lane, delivery, number, first_number)
             )
         finally:
             if self._active.get(key) is asyncio.current_task():
@@ -492,8 +517,7 @@ class ChannelWorker:
             try:
                 # The provider's slot (and rate token) is taken before the claim, so the lease
                 # (claim + provider call + record) never runs while the delivery queues for them.
-                async with handle.provider.slot():
-                    await self._await_rate(handle)
+                async with self._admitted(handle, copy.lane):
                     if self._stopping.is_set():
                         # Draining: what has not been claimed yet is left to the redelivery.
                         raise _InfrastructureError("stopping before the claim")
@@ -615,8 +639,7 @@ class ChannelWorker:
             hops.append((handle.name, outcome.error or "transient failure"))
             called = False
             try:
-                async with following.provider.slot():
-                    await self._await_rate(following)
+                async with self._admitted(following, copy.lane):
                     renew = functools.partial(
                         ledger.renew, self._pool, copy.delivery.id, copy.number, token,
                         following.name, self._lease_seconds(following),
@@ -668,6 +691,16 @@ class ChannelWorker:
         finally:
             if held:
                 self._holding[copy.queue_key] -= 1
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, handle: ProviderHandle, lane: str) -> AsyncIterator[None]:
+        """Inside the provider's slot with a rate token, taken in lane order (``LaneGate``):
+        the high lane's deliveries first."""
+        async with contextlib.AsyncExitStack() as stack:
+            async with handle.gate.turn(lane):
+                await stack.enter_async_context(handle.provider.slot())
+                await self._await_rate(handle)
+            yield
 
     async def _await_rate(self, handle: ProviderHandle) -> None:
         waited = await handle.acquire_rate()
@@ -764,10 +797,13 @@ class ChannelWorker:
             headers.pop(Headers.MAYBE_DELIVERED, None)
             if outcome.maybe_delivered:
                 headers[Headers.MAYBE_DELIVERED] = 1
+            # Into the tier through the delays exchange, with the lane's routing key: the tier
+            # dead-letters it back into the notifications exchange under that key, its lane.
+            headers[DELAY_QUEUE_HEADER] = self._topology.retry_queue(copy.queue_key, delay)
             await self._infra(
                 lambda: self._publisher_.publish(
-                    "",
-                    self._topology.retry_queue(copy.queue_key, delay),
+                    self._topology.delays_exchange,
+                    Topology.routing_key(copy.queue_key, copy.lane),
                     message.body,
                     headers=headers,
                     message_id=message.message_id,

@@ -19,10 +19,11 @@ from prometheus_client import CollectorRegistry
 from herald_common.db import create_pool
 from herald_common.ops import add_ops_routes
 
-from . import audit, dead_letters, keys, notifications, openapi, templates
+from . import audit, campaigns, dead_letters, keys, notifications, openapi, templates
 from .audit import AUDIT_LOG, AuditLog
 from .auth import RATE_LIMITS, RateLimits, auth_middleware
 from .broker import BROKER, BrokerLink
+from .campaigns import CAMPAIGNS, CampaignStore
 from .correlation import correlation_middleware
 from .database import Database
 from .dead_letters import DEAD_LETTERS, DeadLetterStore
@@ -74,6 +75,7 @@ async def _broker_and_stores(app: web.Application) -> AsyncIterator[None]:
     templates = TemplateStore(database, settings.default_locale)
     app[TEMPLATES] = templates
     notifications = NotificationStore(database, broker, metrics, templates)
+    app[CAMPAIGNS] = CampaignStore(database, templates, settings)
     app[NOTIFICATIONS] = notifications
     app[DEAD_LETTERS] = DeadLetterStore(database, broker, settings.api_max_redrive)
     try:
@@ -116,5 +118,6 @@ def create_app(settings: ApiSettings) -> web.Application:
     keys.add_routes(app)
     audit.add_routes(app)
     templates.add_routes(app)
+    campaigns.add_routes(app)
     openapi.add_routes(app)
     return app

@@ -220,7 +220,7 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-_ADDED_FIELDS = ("content", "send_at", "template", "data", "locale")
+_ADDED_FIELDS = ("content", "send_at", "template", "data", "locale", "priority")
 """Top-level fields that were added (or made optional) since idempotency keys were first stored."""
 
 

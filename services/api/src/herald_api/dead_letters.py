@@ -71,7 +71,8 @@ _REQUEUE = """
         FROM chosen c
         WHERE n.id = c.notification_id AND n.status = 'failed'
         RETURNING c.id AS dead_letter_id, c.dead_lettered_at, n.id, n.channel, n.recipient,
-                  n.content, n.metadata, n.correlation_id, n.created_at, n.first_attempt
+                  n.content, n.metadata, n.correlation_id, n.created_at, n.first_attempt,
+                  n.priority
     ), resolved AS (
         UPDATE dead_letters d SET resolved_at = now(), resolution = 'redriven'
         FROM requeued r
@@ -362,6 +363,7 @@ class DeadLetterStore:
                 created_at=row["created_at"],
                 attempt=row["first_attempt"],
                 traceparent=traceparent,
+                lane=row["priority"],
             )
             for row in rows
         ]

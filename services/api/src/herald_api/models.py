@@ -24,6 +24,12 @@ from herald_common.templates import MAX_SOURCE, NAME_PATTERN, normalize_locale
 
 from .hygiene import HEADER_RULE, LINE_PATTERN, MAX_METADATA_DEPTH, Line, Text
 
+Priority = Literal["high", "normal", "low"]
+PRIORITY_DESCRIPTION = (
+    "`high` for what must not wait (one-time codes), `low` for what may (digests); each has "
+    "its own lane, served high first, so a campaign in the normal lane never delays a high one. "
+    "Without it: `normal`."
+)
 NotificationStatus = Literal[
     "scheduled", "queued", "sending", "retrying", "sent", "failed", "canceled"
 ]
@@ -38,6 +44,9 @@ AuditAction = Literal[
     "key.create",
     "key.revoke",
     "template.save",
+    "campaign.pause",
+    "campaign.resume",
+    "campaign.cancel",
 ]
 AUDIT_ACTIONS: tuple[str, ...] = get_args(AuditAction)
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -143,6 +152,7 @@ class _Notification(BaseModel):
         json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
     )
     locale: Locale | None = Field(default=None, description=LOCALE_DESCRIPTION)
+    priority: Priority | None = Field(default=None, description=PRIORITY_DESCRIPTION)
 
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """What the schema says but the model does not check itself (``oneOf`` above): content,
@@ -372,6 +382,72 @@ TEMPLATE_REQUEST_MODELS: dict[str, type[BaseModel]] = {
 """The body of ``PUT /v1/templates/{channel}/{name}``, by channel."""
 
 
+CampaignStatus = Literal[
+    "pending", "processing", "paused", "completed", "completed_with_failures", "canceled"
+]
+CAMPAIGN_STATUSES: tuple[str, ...] = get_args(CampaignStatus)
+OnBadRows = Literal["reject", "skip"]
+
+
+class CampaignFields(BaseModel):
+    """What a campaign sends, to whom aside: in a JSON body, or as query parameters of a CSV
+    upload (there `content`, `data` and `metadata` are JSON text)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["content"], "not": {"required": ["template"]}},
+                {"required": ["template"], "not": {"required": ["content"]}},
+            ]
+        },
+    )
+
+    name: Line = Field(min_length=1, max_length=200, description="What the campaign is.")
+    channel: Literal["email", "sms", "push"] = Field(description="The channel that delivers it.")
+    template: TemplateName | None = Field(
+        default=None, description="The template every recipient's message is rendered from."
+    )
+    content: dict[str, Any] | None = Field(
+        default=None,
+        description="Or the content every recipient gets, as `content` of a notification.",
+    )
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Template data every recipient shares; a recipient's own data wins.",
+        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
+    )
+    locale: Locale | None = Field(default=None, description=LOCALE_DESCRIPTION)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=METADATA_DESCRIPTION,
+        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
+    )
+    send_at: SendAt | None = Field(
+        default=None, description="When to start sending it; a time in the past means now."
+    )
+    priority: Priority | None = Field(default=None, description=PRIORITY_DESCRIPTION)
+
+
+class CampaignRecipientRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: Recipient = Field(description="As `to` of a notification of the campaign's channel.")
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="This recipient's template data.",
+        json_schema_extra={"propertyNames": {"pattern": LINE_PATTERN}},
+    )
+
+
+class CampaignRequest(CampaignFields):
+    """A campaign with its recipients in the JSON body."""
+
+    recipients: list[CampaignRecipientRequest] = Field(
+        min_length=1, description="Who gets it (a `text/csv` upload takes millions)."
+    )
+
+
 class BatchRequest(BaseModel):
     """Many notifications accepted (or rejected) together."""
 
@@ -453,6 +529,7 @@ class AcceptedNotification(BaseModel):
     correlation_id: str | None
     created_at: datetime
     send_at: datetime | None = Field(description="When it is to be sent; null: at once.")
+    priority: Priority = Field(default="normal", description="Its lane.")
     template: TemplateReference | None = Field(
         default=None, description="The template its content was rendered from, if any."
     )
@@ -519,8 +596,10 @@ class Notification(BaseModel):
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    campaign_id: UUID | None = Field(default=None, description="The campaign that made it.")
     send_at: datetime | None = Field(description="When it was to be sent; null: at once.")
     sent_at: datetime | None
+    priority: Priority = Field(default="normal", description="Its lane.")
     template: TemplateReference | None = Field(
         default=None, description="The template its content was rendered from, if any."
     )
@@ -654,6 +733,64 @@ class TemplateList(BaseModel):
             "The newest version of each template (channel, name, locale) the project can "
             "render: its own, and the built-in ones it has not replaced."
         )
+    )
+
+
+class CampaignCounts(BaseModel):
+    """The campaign's recipients by where their notification stands; they add up to
+    `recipients`."""
+
+    pending: int = Field(description="Not fanned out into a notification yet.")
+    scheduled: int
+    queued: int
+    sending: int
+    retrying: int
+    sent: int
+    failed: int
+    canceled: int = Field(description="Canceled, and for a canceled campaign those never sent.")
+
+
+class Campaign(BaseModel):
+    """A campaign and its progress."""
+
+    id: UUID
+    project: str
+    name: str
+    channel: str
+    status: CampaignStatus
+    priority: Priority
+    template: TemplateReference | None
+    send_at: datetime | None
+    recipients: int = Field(description="Recipients accepted.")
+    skipped: int = Field(description="Bad rows skipped at upload (`on_bad_rows=skip`).")
+    counts: CampaignCounts
+    throughput: float | None = Field(
+        description="Notifications finished (sent or failed) a second since it started."
+    )
+    estimated_finish_at: datetime | None = Field(
+        description="When the rest will be finished at that rate; null when unknown or done."
+    )
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class BadRow(BaseModel):
+    row: int = Field(description="CSV: the line's row (the header is 1); JSON: the index.")
+    reason: str
+
+
+class CampaignAccepted(Campaign):
+    """A campaign just accepted, with the rows that were not."""
+
+    bad_rows: list[BadRow] = Field(description="The first bad rows skipped, with why.")
+    bad_row_count: int = Field(description="Bad rows skipped in all.")
+
+
+class CampaignPage(BaseModel):
+    items: list[Campaign] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
     )
 
 

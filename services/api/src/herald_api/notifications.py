@@ -19,6 +19,7 @@ from herald_common import outbox
 from herald_common.batching import Batcher
 from herald_common.db import is_bad_data
 from herald_common.outbox import OutboxMessage
+from herald_common.topology import NORMAL
 
 from .bodies import (
     ACCEPTED_CHANNELS,
@@ -62,7 +63,7 @@ log = structlog.get_logger("herald_api.notifications")
 
 _COLUMNS = """id, project, channel, recipient, content, metadata, status, correlation_id, attempts,
     last_error, failure_reason, provider, provider_message_id, next_attempt_at, created_at,
-    updated_at, send_at, sent_at, template"""
+    updated_at, send_at, sent_at, template, priority, campaign_id"""
 
 CANCELABLE = ("scheduled", "queued", "retrying")
 """Statuses a notification can be canceled in: nothing is being sent for it at the moment."""
@@ -97,6 +98,8 @@ def _notification(row: asyncpg.Record) -> Notification:
         send_at=row["send_at"],
         sent_at=row["sent_at"],
         template=row["template"],
+        priority=row["priority"],
+        campaign_id=row["campaign_id"],
     )
 
 
@@ -112,6 +115,7 @@ def _accepted(row: asyncpg.Record) -> AcceptedNotification:
         created_at=row["created_at"],
         send_at=row["send_at"],
         template=row["template"],
+        priority=row["priority"],
     )
 
 
@@ -131,6 +135,7 @@ class _PendingRow:
     """When the client asked for it to be sent; None: at once."""
     template: str | None
     """The template it was rendered from, as JSON; None: the request gave its content."""
+    priority: str
     message: OutboxMessage
 
     scheduled: bool
@@ -189,6 +194,7 @@ def _pending_row(
         created_at=created_at,
         send_at=request.send_at,
         template=None if template is None else json.dumps(template),
+        priority=request.priority or NORMAL,
         scheduled=_scheduled(request.send_at, created_at),
         message=delivery_message(
             id=id,
@@ -200,6 +206,7 @@ def _pending_row(
             created_at=created_at,
             attempt=1,
             traceparent=traceparent,
+            lane=request.priority or NORMAL,
             # Built from the request model that validated it; a push recipient is validated
             # once more by the delivery schema (its request model is a different class).
             validated=plain,
@@ -242,12 +249,12 @@ class NotificationStore:
         inserted = await connection.fetch(
             """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
                    correlation_id, idempotency_key, request_hash, created_at, updated_at,
-                   project, send_at, template)
-               SELECT i, c, r, ct::jsonb, m::jsonb, s, ci, k, h, t, t, p, sa, tp::jsonb
+                   project, send_at, template, priority)
+               SELECT i, c, r, ct::jsonb, m::jsonb, s, ci, k, h, t, t, p, sa, tp::jsonb, pr
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                            $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[],
-                           $11::text[], $12::timestamptz[], $13::text[])
-                   AS x(i, c, r, ct, m, ci, k, h, t, p, s, sa, tp)
+                           $11::text[], $12::timestamptz[], $13::text[], $14::text[])
+                   AS x(i, c, r, ct, m, ci, k, h, t, p, s, sa, tp, pr)
                -- Keys in one order: two group commits holding the same keys in different
                -- orders would otherwise wait on each other's unique index entries (deadlock).
                ORDER BY k NULLS LAST, p
@@ -266,6 +273,7 @@ class NotificationStore:
             [r.status for r in rows],
             [r.send_at for r in rows],
             [r.template for r in rows],
+            [r.priority for r in rows],
         )
         won = {record["id"] for record in inserted}
         fresh = [r for r in rows if r.id in won]
@@ -347,6 +355,7 @@ class NotificationStore:
                 correlation_id=correlation_id,
                 created_at=created_at,
                 send_at=row.send_at,
+                priority=row.priority,
                 template=template,
             ),
             False,
@@ -444,6 +453,7 @@ class NotificationStore:
                 correlation_id=correlation_id,
                 created_at=created_at,
                 send_at=row.send_at,
+                priority=row.priority,
                 template=template,
             )
             for id, (r, template), row in zip(ids, rendered, rows, strict=True)
@@ -555,8 +565,11 @@ class NotificationStore:
         channel: str | None,
         limit: int,
         cursor: str | None,
+        campaign: UUID | None = None,
     ) -> NotificationPage:
         query = KeysetQuery()
+        if campaign is not None:
+            query.add("campaign_id = {0}", campaign)
         if project is not None:
             query.add("project = {0}", project)
         if status is not None:

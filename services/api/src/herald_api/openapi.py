@@ -24,6 +24,7 @@ from .bodies import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
 from .correlation import CORRELATION_HEADER
 from .models import (
     AUDIT_ACTIONS,
+    CAMPAIGN_STATUSES,
     NOTIFICATION_STATUSES,
     PROJECT_PATTERN,
     REQUEST_MODELS,
@@ -35,6 +36,10 @@ from .models import (
     AuditPage,
     BatchAccepted,
     BatchRequest,
+    Campaign,
+    CampaignAccepted,
+    CampaignPage,
+    CampaignRequest,
     CreatedKey,
     DeadLetter,
     DeadLetterPage,
@@ -62,6 +67,10 @@ _MODELS: list[tuple[type[BaseModel], Mode]] = [
     (KeyRequest, "validation"),
     *((model, "validation") for model in TEMPLATE_REQUEST_MODELS.values()),
     (Template, "serialization"),
+    (CampaignRequest, "validation"),
+    (Campaign, "serialization"),
+    (CampaignAccepted, "serialization"),
+    (CampaignPage, "serialization"),
     (TemplateList, "serialization"),
     (ApiKey, "serialization"),
     (CreatedKey, "serialization"),
@@ -225,6 +234,28 @@ _TEMPLATE_PATH = [
         "schema": {"type": "string", "pattern": NAME_PATTERN},
     },
 ]
+_CAMPAIGN_QUERY: list[tuple[str, dict[str, Any]]] = [
+    ("name", {"type": "string"}),
+    ("channel", {"type": "string", "enum": list(REQUEST_MODELS)}),
+    ("template", {"type": "string", "pattern": NAME_PATTERN}),
+    ("content", {"type": "string"}),
+    ("data", {"type": "string"}),
+    ("metadata", {"type": "string"}),
+    ("locale", {"type": "string"}),
+    ("send_at", {"type": "string"}),
+    ("priority", {"type": "string", "enum": ["high", "normal", "low"]}),
+]
+_CAMPAIGN_STEERING = {
+    "pause": (
+        "Pause a pending or processing campaign: no more of it is fanned out (notifications "
+        "already queued still go)"
+    ),
+    "resume": "Resume a paused campaign",
+    "cancel": (
+        "Cancel a campaign: nothing more is fanned out, and its notifications not yet being "
+        "sent are canceled"
+    ),
+}
 _CURSOR = _query("cursor", "`next_cursor` of the previous page.", {"type": "string"})
 _TRACEPARENT = {
     "name": "traceparent",
@@ -658,6 +689,133 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             ),
+        },
+        "/v1/campaigns": {
+            "post": _reads_body(
+                {
+                    "security": _scope("send"),
+                    "summary": "Accept a campaign: one message to many recipients",
+                    "description": (
+                        "Returns 202 at once; the dispatcher fans it out. Recipients come in the "
+                        "JSON body, or as a `text/csv` upload streamed in (millions of rows; the "
+                        "campaign's fields are then query parameters, `content`, `data` and "
+                        "`metadata` as JSON text): a header row with a `to` column (for push, "
+                        "the recipient's JSON), every other column template data. Each row is "
+                        "checked as the notification it will become; with `on_bad_rows=reject` "
+                        "(the default) one bad row refuses the upload (422 naming its row), "
+                        "with `skip` it is left out and reported in `bad_rows`."
+                    ),
+                    "operationId": "createCampaign",
+                    "parameters": [
+                        _query(
+                            "on_bad_rows",
+                            "`reject` (default): a bad row refuses the campaign; `skip`: it is "
+                            "left out and reported.",
+                            {"type": "string", "enum": ["reject", "skip"]},
+                        ),
+                        *(
+                            _query(name, f"CSV upload only: the campaign's `{name}`.", schema)
+                            for name, schema in _CAMPAIGN_QUERY
+                        ),
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": ref(CampaignRequest)},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "202": _ok(
+                            "Accepted: stored, to be fanned out.",
+                            ref(CampaignAccepted),
+                            Location={
+                                "description": "The campaign's URL.",
+                                "schema": {"type": "string"},
+                            },
+                        ),
+                    },
+                }
+            ),
+            "get": _reads_database(
+                {
+                    "security": _scope("read"),
+                    "summary": "List campaigns with their progress, newest first",
+                    "operationId": "listCampaigns",
+                    "parameters": [
+                        _query(
+                            "status",
+                            "Only this status.",
+                            {"type": "string", "enum": list(CAMPAIGN_STATUSES)},
+                        ),
+                        _PROJECT,
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                    "responses": {
+                        "200": _ok("A page of campaigns.", ref(CampaignPage)),
+                        **_problems(422),
+                    },
+                }
+            ),
+        },
+        "/v1/campaigns/{id}": {
+            "get": _reads_database(
+                {
+                    "security": _scope("read"),
+                    "summary": "A campaign and its progress",
+                    "description": (
+                        "Counts by notification status (exact: read from its notifications), "
+                        "throughput and the estimated finish."
+                    ),
+                    "operationId": "getCampaign",
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": _ok("The campaign.", ref(Campaign)),
+                        **_problems(404),
+                    },
+                }
+            ),
+        },
+        "/v1/campaigns/{id}/notifications": {
+            "get": _reads_database(
+                {
+                    "security": _scope("read"),
+                    "summary": "The campaign's notifications, newest first (who failed, ...)",
+                    "operationId": "listCampaignNotifications",
+                    "parameters": [
+                        _ID,
+                        _query(
+                            "status",
+                            "Only this status.",
+                            {"type": "string", "enum": list(NOTIFICATION_STATUSES)},
+                        ),
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                    "responses": {
+                        "200": _ok("A page of notifications.", ref(NotificationPage)),
+                        **_problems(404, 422),
+                    },
+                }
+            ),
+        },
+        **{
+            f"/v1/campaigns/{{id}}/{action}": {
+                "post": _reads_database(
+                    {
+                        "security": _scope("send"),
+                        "summary": summary,
+                        "operationId": f"{action}Campaign",
+                        "parameters": [_ID],
+                        "responses": {
+                            "200": _ok("The campaign.", ref(Campaign)),
+                            **_problems(404, 409),
+                        },
+                    }
+                )
+            }
+            for action, summary in _CAMPAIGN_STEERING.items()
         },
         "/healthz": {
             "get": {

@@ -25,6 +25,14 @@ class ApiSettings(CommonSettings):
         ge=1024,
         description="Largest request body accepted, in bytes; larger ones are answered with 413.",
     )
+    api_max_campaign_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest CSV a `POST /v1/campaigns` may stream in, in bytes (413 beyond); it is read "
+            "as it arrives, never held in memory whole."
+        ),
+    )
     api_max_batch: int = Field(
         default=1000,
         ge=1,

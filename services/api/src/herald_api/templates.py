@@ -77,7 +77,18 @@ class TemplateStore:
     def __init__(self, database: Database, default_locale: str) -> None:
         self._database = database
         self._default_locale = default_locale
-        self._renderer = Renderer()
+        self.renderer = Renderer()
+
+    async def resolve_for(
+        self, project: str, channel: str, name: str, locale: str | None
+    ) -> TemplateVersion:
+        """The version a campaign pins: what a notification in ``locale`` renders from now."""
+        chain = locale_chain(locale, self._default_locale)
+        async with self._database.connection() as connection:
+            version = await resolve(connection, project, channel, name, chain)
+        if version is None:
+            raise InvalidInput([FieldProblem("template", _unknown(channel, name, chain))])
+        return version
 
     async def save(
         self,
@@ -90,9 +101,9 @@ class TemplateStore:
         request: web.Request,
     ) -> Template:
         """Save ``fields`` as the next version of the template (422 if one does not compile)."""
-        problems = [FieldProblem(f, r) for f, r in missing_fields(channel, dict(fields))]
+        problems = [FieldProblem(f, r) for f, r in missing_fields(channel, fields)]
         try:
-            self._renderer.check(channel, fields)
+            self.renderer.check(channel, fields)
         except TemplateProblem as exc:
             problems.append(FieldProblem(exc.field or "body", exc.reason))
         if problems:
@@ -205,14 +216,12 @@ class TemplateStore:
             if version is None:
                 problems.append(
                     FieldProblem(
-                        field_name(prefix, ["template"]),
-                        f"no {r.channel} template {r.template!r} in this project or built in, "
-                        f"for any of the locales {', '.join(chain)}",
+                        field_name(prefix, ["template"]), _unknown(r.channel, r.template, chain)
                     )
                 )
                 continue
             try:
-                fields = self._renderer.render(version, r.data or {})
+                fields = self.renderer.render(version, r.data or {})
                 content = CONTENT_MODELS[r.channel].model_validate(fields)
             except TemplateProblem as exc:
                 problems.append(
@@ -232,6 +241,13 @@ class TemplateStore:
         if problems:
             raise InvalidInput(problems)
         return rendered
+
+
+def _unknown(channel: str, name: str, chain: Sequence[str]) -> str:
+    return (
+        f"no {channel} template {name!r} in this project or built in, for any of the locales "
+        + ", ".join(chain)
+    )
 
 
 async def _row_of(connection: Any, id: uuid.UUID) -> asyncpg.Record | None:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from herald_common.amqp import Publisher
 from herald_common.topology import Topology
 
+from .campaigns import CampaignRunner
 from .consumers import Consumers
 from .metrics import DispatcherMetrics
 from .parked import ParkedWatch
@@ -41,6 +42,7 @@ class Dispatcher:
         self._consumers: Consumers | None = None
         self._relay: OutboxRelay | None = None
         self._watch: ParkedWatch | None = None
+        self._campaigns: CampaignRunner | None = None
 
     async def start(self) -> None:
         try:
@@ -78,6 +80,15 @@ class Dispatcher:
             metrics=self.metrics,
         )
         await self._relay.start()
+        self._campaigns = CampaignRunner(
+            self._pool,
+            self._publisher,
+            topology.notifications_exchange,
+            chunk_size=settings.campaign_chunk_size,
+            poll_interval=settings.campaign_poll_interval,
+            metrics=self.metrics,
+        )
+        await self._campaigns.start()
         self._watch = ParkedWatch(
             self._connection,
             topology.parked_queue,
@@ -93,6 +104,8 @@ class Dispatcher:
         # Producers of work first (relay, consumers), then the publisher they share.
         if self._watch is not None:
             await self._watch.stop()
+        if self._campaigns is not None:
+            await self._campaigns.stop()
         if self._relay is not None:
             await self._relay.stop()
         if self._consumers is not None:
@@ -101,5 +114,6 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await self._publisher.close()
         self._watch = self._relay = None
+        self._campaigns = None
         self._consumers = None
         self._publisher = None

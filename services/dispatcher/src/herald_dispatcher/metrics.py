@@ -20,6 +20,9 @@ class DispatcherMetrics:
     outbox_relayed: Counter
     outbox_failures: Counter
     outbox_in_backoff: Gauge
+    campaign_notifications: Counter
+    campaign_render_failures: Counter
+    campaign_canceled: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> DispatcherMetrics:
@@ -79,6 +82,25 @@ class DispatcherMetrics:
             outbox_in_backoff=Gauge(
                 "herald_outbox_rows_in_backoff",
                 "Outbox rows whose last publish failed, waiting for their next try.",
+                registry=registry,
+            ),
+            campaign_notifications=Counter(
+                "herald_campaign_notifications_total",
+                "Notifications campaigns were fanned out into, by channel.",
+                ["channel"],
+                registry=registry,
+            ),
+            campaign_render_failures=Counter(
+                "herald_campaign_render_failures_total",
+                "Campaign recipients whose content could not be rendered at fan-out (their "
+                "notification fails with reason template_error), by channel.",
+                ["channel"],
+                registry=registry,
+            ),
+            campaign_canceled=Counter(
+                "herald_campaign_notifications_canceled_total",
+                "Notifications of canceled campaigns canceled before they were sent, by channel.",
+                ["channel"],
                 registry=registry,
             ),
         )

@@ -20,6 +20,18 @@ class DispatcherSettings(CommonSettings):
     outbox_batch_size: int = Field(
         default=1000, ge=1, description="Outbox rows the relay publishes in one pass."
     )
+    campaign_chunk_size: int = Field(
+        default=1000,
+        ge=1,
+        le=50_000,
+        description="Recipients a campaign is fanned out by, per transaction (and canceled by).",
+    )
+    campaign_poll_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between campaign passes when no NOTIFY wakes one (scheduled "
+        "campaigns start within this of their time; finished ones are marked this often).",
+    )
     outcome_prefetch: int = Field(
         default=64,
         ge=1,

@@ -1,0 +1,370 @@
+"""Campaigns in the dispatcher: fanning them out, canceling them, and marking them finished.
+
+Fan-out goes chunk by chunk. One transaction locks the campaign (``FOR UPDATE SKIP LOCKED``: each
+dispatcher replica takes another campaign), takes its next recipients in row order, renders each
+from the template version pinned at acceptance, inserts the notifications with their outbox rows
+and marks the recipients fanned out. A crash anywhere before the commit redoes the chunk; after
+it, nothing of the chunk is done again: no recipient is skipped or gets two notifications. The
+chunk's messages are then published at once and their outbox rows deleted; the relay publishes
+whatever a crash left in the outbox.
+
+A recipient whose content cannot be rendered (the API checked every row at acceptance, so only a
+template or schema that changed meanwhile could do that) gets a ``failed`` notification with
+reason ``template_error``: it is counted and listed, never silently dropped.
+
+Canceling goes chunk by chunk too, in id order and skipping rows another transaction holds (a
+claim being made): it never waits for a lock, so it can never deadlock with channel services.
+A message of a canceled notification still in the broker is skipped by the channel service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+from asyncpg.pool import PoolConnectionProxy
+
+from herald_common import outbox
+from herald_common.amqp import Publisher
+from herald_common.messages import InvalidDelivery, delivery_message, recipient_value
+from herald_common.outbox import OutboxMessage
+from herald_common.templates import Renderer, TemplateProblem, TemplateVersion, version_of
+
+from .metrics import DispatcherMetrics
+
+log = structlog.get_logger("herald.campaigns")
+
+CAMPAIGNS_CHANNEL = "herald_campaigns"
+"""NOTIFY channel the API wakes the fan-out with (a new, resumed or canceled campaign)."""
+
+CANCELABLE = ("scheduled", "queued", "retrying")
+IN_FLIGHT = ("scheduled", "queued", "sending", "retrying")
+
+
+@dataclass(frozen=True)
+class _Notification:
+    id: UUID
+    recipient: str
+    content: Any
+    status: str
+    error: str | None
+    message: OutboxMessage | None
+
+
+class CampaignRunner:
+    """The dispatcher's campaign loop: woken by NOTIFY, or every ``poll_interval`` seconds."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        publisher: Publisher,
+        exchange: str,
+        *,
+        chunk_size: int,
+        poll_interval: float,
+        metrics: DispatcherMetrics,
+    ) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._exchange = exchange
+        self._chunk_size = chunk_size
+        self._poll_interval = poll_interval
+        self._metrics = metrics
+        self._renderer = Renderer()
+        self._versions: dict[UUID, TemplateVersion] = {}
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: PoolConnectionProxy[Any] | None = None
+        self._checked_at: float | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._unlisten()
+
+    def _notified(self, *_: Any) -> None:
+        self._wakeup.set()
+
+    async def _listen(self) -> None:
+        if self._listener is None or self._listener.is_closed():
+            self._listener = await self._pool.acquire()
+            assert self._listener is not None
+            await self._listener.add_listener(CAMPAIGNS_CHANNEL, self._notified)
+
+    async def _unlisten(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.remove_listener(CAMPAIGNS_CHANNEL, self._notified)
+                await self._pool.release(self._listener)
+            self._listener = None
+
+    async def _run(self) -> None:
+        while True:
+            self._wakeup.clear()  # before the pass: a NOTIFY during it wakes the next one
+            done = 0
+            try:
+                await self._listen()
+                done = await self.pass_once()
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                log.warning("campaign pass failed", error=repr(exc))
+                await self._unlisten()
+            except Exception:
+                log.exception("campaign pass failed unexpectedly")
+            if done:
+                continue  # there was work: there is probably more
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_interval)
+
+    async def pass_once(self) -> int:
+        """One chunk of cancellation and one of fan-out; finished campaigns marked (at most once
+        a poll interval). Returns how many notifications it created or canceled."""
+        done = await self.cancel_chunk()
+        done += await self.fan_out_chunk()
+        now = asyncio.get_running_loop().time()
+        if done == 0 or self._checked_at is None or now - self._checked_at >= self._poll_interval:
+            self._checked_at = now
+            await self.mark_finished()
+        return done
+
+    # -- fan-out --------------------------------------------------------------------------------
+
+    async def fan_out_chunk(self) -> int:
+        created: list[_Notification] = []
+        async with self._pool.acquire() as connection, connection.transaction():
+            campaign = await connection.fetchrow(
+                """SELECT id, project, channel, template_id, content, data, metadata, priority,
+                          correlation_id
+                   FROM campaigns
+                   WHERE finished_at IS NULL AND status IN ('pending', 'processing')
+                     AND fanned_out < recipients AND (send_at IS NULL OR send_at <= now())
+                   ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"""
+            )
+            if campaign is None:
+                return 0
+            recipients = await connection.fetch(
+                """SELECT row_number, recipient, data FROM campaign_recipients
+                   WHERE campaign_id = $1 AND notification_id IS NULL
+                   ORDER BY row_number LIMIT $2""",
+                campaign["id"],
+                self._chunk_size,
+            )
+            version = await self._version(connection, campaign["template_id"])
+            now = datetime.now(UTC)
+            created = [self._notification(campaign, version, r, now) for r in recipients]
+            await _insert(connection, campaign, version, created, now)
+            messages = [n.message for n in created if n.message is not None]
+            outbox_ids = await outbox.insert(connection, messages, delay=0)
+            await connection.execute(
+                """UPDATE campaign_recipients SET notification_id = x.n
+                   FROM unnest($2::int[], $3::uuid[]) AS x(r, n)
+                   WHERE campaign_id = $1 AND row_number = x.r""",
+                campaign["id"],
+                [r["row_number"] for r in recipients],
+                [n.id for n in created],
+            )
+            # fanned_out counts what this chunk found: a campaign whose rows ran out early
+            # (none should) is not picked again and again.
+            fanned = len(recipients) if recipients else None
+            await connection.execute(
+                """UPDATE campaigns SET status = 'processing',
+                       fanned_out = CASE WHEN $2::int IS NULL THEN recipients
+                                         ELSE fanned_out + $2 END,
+                       started_at = coalesce(started_at, now()), updated_at = now()
+                   WHERE id = $1""",
+                campaign["id"],
+                fanned,
+            )
+        self._metrics.campaign_notifications.labels(campaign["channel"]).inc(len(created))
+        failed = sum(1 for n in created if n.status == "failed")
+        if failed:
+            self._metrics.campaign_render_failures.labels(campaign["channel"]).inc(failed)
+            log.warning("campaign recipients failed to render", campaign_id=str(campaign["id"]),
+                        failed=failed)  # fmt: skip
+        await self._publish(outbox_ids, messages)
+        return len(created)
+
+    async def _publish(self, outbox_ids: list[int], messages: list[OutboxMessage]) -> None:
+        """Publish the chunk now; what is not confirmed stays for the relay."""
+        if not messages:
+            return
+        try:
+            confirmed = await outbox.publish(self._publisher, self._exchange, messages)
+        except Exception as exc:  # the relay has them all
+            log.warning("publishing a campaign chunk failed; the relay will", error=repr(exc))
+            return
+        done = [i for i, ok in zip(outbox_ids, confirmed, strict=True) if ok]
+        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            await outbox.delete(self._pool, done)
+
+    async def _version(
+        self, connection: PoolConnectionProxy[Any], template_id: UUID | None
+    ) -> TemplateVersion | None:
+        if template_id is None:
+            return None
+        version = self._versions.get(template_id)
+        if version is None:
+            row = await connection.fetchrow(
+                "SELECT id, project, channel, name, locale, version, fields FROM templates "
+                "WHERE id = $1",
+                template_id,
+            )
+            assert row is not None  # a foreign key: a pinned version is never deleted
+            version = self._versions[template_id] = version_of(row)
+        return version
+
+    def _notification(
+        self,
+        campaign: asyncpg.Record,
+        version: TemplateVersion | None,
+        recipient: asyncpg.Record,
+        now: datetime,
+    ) -> _Notification:
+        id = uuid.uuid4()
+        channel = campaign["channel"]
+        content: Any = campaign["content"]
+        try:
+            if version is not None:
+                content = self._renderer.render(version, {**campaign["data"], **recipient["data"]})
+            message = delivery_message(
+                id=id,
+                channel=channel,
+                to=recipient_value(channel, recipient["recipient"]),
+                content=content,
+                metadata=campaign["metadata"],
+                correlation_id=campaign["correlation_id"],
+                created_at=now,
+                attempt=1,
+                traceparent=None,
+                lane=campaign["priority"],
+            )
+        except (TemplateProblem, InvalidDelivery) as exc:
+            reason = f"{exc.field}: {exc.reason}" if isinstance(exc, TemplateProblem) else str(exc)
+            return _Notification(id, recipient["recipient"], content or {}, "failed", reason, None)
+        return _Notification(id, recipient["recipient"], content, "queued", None, message)
+
+    # -- canceling and finishing ----------------------------------------------------------------
+
+    async def cancel_chunk(self) -> int:
+        """Cancel the next chunk of a canceled campaign's notifications not being sent; mark the
+        campaign finished once none is left."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            campaign = await connection.fetchrow(
+                """SELECT id, channel FROM campaigns
+                   WHERE finished_at IS NULL AND status = 'canceled'
+                   ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"""
+            )
+            if campaign is None:
+                return 0
+            canceled = await connection.fetch(
+                """UPDATE notifications SET status = 'canceled', next_attempt_at = NULL,
+                       updated_at = now()
+                   WHERE id IN (
+                       SELECT id FROM notifications
+                       WHERE campaign_id = $1 AND status = ANY($2::text[])
+                       ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                   RETURNING id""",
+                campaign["id"],
+                list(CANCELABLE),
+                self._chunk_size,
+            )
+            ids = [r["id"] for r in canceled]
+            if ids:
+                await connection.execute(
+                    """DELETE FROM outbox WHERE id IN (
+                           SELECT id FROM outbox WHERE notification_id = ANY($1::uuid[])
+                           FOR UPDATE SKIP LOCKED)""",
+                    ids,
+                )
+            elif not await connection.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM notifications
+                                  WHERE campaign_id = $1 AND status = ANY($2::text[]))""",
+                campaign["id"],
+                list(CANCELABLE),
+            ):
+                await connection.execute(
+                    "UPDATE campaigns SET finished_at = now(), updated_at = now() WHERE id = $1",
+                    campaign["id"],
+                )
+                log.info("campaign canceled", campaign_id=str(campaign["id"]))
+        self._metrics.campaign_canceled.labels(campaign["channel"]).inc(len(ids))
+        return len(ids)
+
+    async def mark_finished(self) -> None:
+        """Campaigns fanned out whose notifications are all sent, failed or canceled end
+        ``completed`` or ``completed_with_failures``."""
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(
+                """SELECT id FROM campaigns
+                   WHERE finished_at IS NULL AND status = 'processing'
+                     AND fanned_out >= recipients"""
+            )
+            for row in rows:
+                async with connection.transaction():
+                    busy = await connection.fetchval(
+                        """SELECT EXISTS (SELECT 1 FROM notifications
+                                          WHERE campaign_id = $1 AND status = ANY($2::text[]))""",
+                        row["id"],
+                        list(IN_FLIGHT),
+                    )
+                    if busy:
+                        continue
+                    failed = await connection.fetchval(
+                        """SELECT EXISTS (SELECT 1 FROM notifications
+                                          WHERE campaign_id = $1 AND status = 'failed')""",
+                        row["id"],
+                    )
+                    status = "completed_with_failures" if failed else "completed"
+                    await connection.execute(
+                        """UPDATE campaigns SET status = $2, finished_at = now(),
+                               updated_at = now()
+                           WHERE id = $1 AND status = 'processing'""",
+                        row["id"],
+                        status,
+                    )
+                log.info("campaign finished", campaign_id=str(row["id"]), status=status)
+
+
+async def _insert(
+    connection: PoolConnectionProxy[Any],
+    campaign: asyncpg.Record,
+    version: TemplateVersion | None,
+    created: list[_Notification],
+    now: datetime,
+) -> None:
+    template = None if version is None else version.reference()
+    await connection.execute(
+        """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
+               correlation_id, created_at, updated_at, project, template, priority, campaign_id,
+               failure_reason, last_error)
+           SELECT i, $1, r, c::jsonb, $2::jsonb, s, $3, $4, $4, $5, $6::jsonb, $7, $8,
+                  CASE WHEN s = 'failed' THEN 'template_error' END, e
+           FROM unnest($9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[])
+               AS x(i, r, c, s, e)""",
+        campaign["channel"],
+        campaign["metadata"],
+        campaign["correlation_id"],
+        now,
+        campaign["project"],
+        template,
+        campaign["priority"],
+        campaign["id"],
+        [n.id for n in created],
+        [n.recipient for n in created],
+        [json.dumps(n.content) for n in created],
+        [n.status for n in created],
+        [n.error for n in created],
+    )
