@@ -3,6 +3,8 @@
 A relay stalling or hanging up while Herald waits for its reply to the message itself may have
 accepted it (``maybe_delivered``); anywhere earlier it has nothing. A scripted relay (a small
 asyncio server) stalls, hangs up or answers at each step; FakeSmtp shows the slow-relay case.
+Every scripted case runs twice: with a relay that advertises PIPELINING (MAIL, RCPT and DATA come
+in one write) and with one that does not.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ TIMEOUT = 0.5
 CONTENT = "content"
 """The step after the message was sent: waiting for the relay's reply to it."""
 
+PIPELINING_EHLO = "250-relay.test\r\n250-PIPELINING\r\n250 8BITMIME"
+
 DEFAULT_REPLIES = {
     "greeting": "220 relay.test ESMTP",
     "EHLO": "250-relay.test\r\n250 8BITMIME",
@@ -50,6 +54,10 @@ class ScriptedRelay:
     hang_up: str | None = None
     replies: dict[str, str] = field(default_factory=dict)
     messages: int = 0
+    contents: list[bytes] = field(default_factory=list)
+    """Each message's lines as received (dot-stuffed, CRLF), without the closing dot."""
+    pipelined: list[bool] = field(default_factory=list)
+    """For each MAIL: whether RCPT had already arrived with it."""
     _server: asyncio.Server | None = None
     _released: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -83,11 +91,15 @@ class ScriptedRelay:
                 return
             while line := await reader.readline():
                 verb = line.split(b" ")[0].strip().decode().upper()
+                if verb == "MAIL":
+                    self.pipelined.append(b"RCPT" in reader._buffer)  # type: ignore[attr-defined]
                 if not await self._step(verb, writer):
                     return
                 if verb == "DATA" and self._reply("DATA").startswith("354"):
-                    while await reader.readline() not in (b".\r\n", b""):
-                        pass
+                    content = b""
+                    while (data := await reader.readline()) not in (b".\r\n", b""):
+                        content += data
+                    self.contents.append(content)
                     self.messages += 1
                     if not await self._step(CONTENT, writer):
                         return
@@ -95,9 +107,13 @@ class ScriptedRelay:
             writer.close()
 
 
-@pytest.fixture
-async def relay_provider() -> AsyncIterator[tuple[ScriptedRelay, SmtpProvider]]:
+@pytest.fixture(params=[True, False], ids=["pipelining", "no-pipelining"])
+async def relay_provider(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[ScriptedRelay, SmtpProvider]]:
     relay = ScriptedRelay()
+    if request.param:
+        relay.replies["EHLO"] = PIPELINING_EHLO
     settings = EmailSettings(email_smtp_port=await relay.start(), email_smtp_timeout=TIMEOUT)
     provider = SmtpProvider(settings)
     yield relay, provider
@@ -146,6 +162,7 @@ async def test_only_a_failure_after_the_message_was_sent_may_have_delivered_it(
         await _send(provider)
     assert raised.value.maybe_delivered is maybe_delivered, str(raised.value)
     assert relay.messages == (1 if maybe_delivered else 0)
+    assert relay.pipelined == ([_pipelining(relay)] if stall not in ("greeting", "EHLO") else [])
     if maybe_delivered:
         assert "may have been delivered" in str(raised.value)
 
@@ -172,8 +189,21 @@ async def test_a_refusal_is_an_answer_never_a_maybe(
     with pytest.raises(error, match=reply.split()[0]) as raised:
         await _send(provider)
     assert not getattr(raised.value, "maybe_delivered", False)
+    if step == CONTENT:
+        assert len(relay.contents) == 1
+    elif step == "MAIL" and _pipelining(relay):
+        # DATA was accepted all the same (this relay answers every command as scripted): the
+        # client ended the data at once (RFC 2920 3.1), sending nothing of the message.
+        assert relay.contents == [b""]
+    else:
+        assert relay.contents == []
     del relay.replies[step]
     await _send(provider)  # the connection was reset and works on
+    assert relay.pipelined == [_pipelining(relay)] * 2
+
+
+def _pipelining(relay: ScriptedRelay) -> bool:
+    return relay.replies.get("EHLO") == PIPELINING_EHLO
 
 
 async def test_a_slow_relay_has_the_message_when_the_provider_gives_up(

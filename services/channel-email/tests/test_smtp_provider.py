@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import email
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -11,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from herald_channel_email.settings import EmailSettings
-from herald_channel_email.smtp import SmtpProvider, build_message, data_block
+from herald_channel_email.smtp import SmtpProvider
 from herald_common.errors import PermanentError, TransientError
 from herald_common.schemas import EmailContent, EmailDelivery
 from tests.support.processes import free_port
@@ -41,30 +40,23 @@ async def provider(fake_smtp: FakeSmtp) -> AsyncIterator[SmtpProvider]:
     await smtp.close()
 
 
-def test_the_message_is_text_with_an_html_alternative() -> None:
+async def test_the_message_is_text_with_an_html_alternative(
+    provider: SmtpProvider, fake_smtp: FakeSmtp
+) -> None:
     delivery = _delivery("ada@example.com")
-    message = build_message(delivery, "Herald <noreply@herald.example>")
+    await _send(provider, delivery)
+    [received] = fake_smtp.by_id(str(delivery.id))
+    message = received.message
     assert message["Message-ID"] == f"<{delivery.id}@herald.example>"
-    assert message["X-Herald-Notification-Id"] == str(delivery.id)
+    assert message["From"] == "Herald <noreply@herald.example>"
+    assert message["X-Correlation-Id"] == "corr-1"
     assert message.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in message.walk()][1:] == ["text/plain", "text/html"]
-    only_text = build_message(_delivery("ada@example.com", html=None), "noreply@herald.example")
-    assert only_text.get_content_type() == "text/plain"
-
-
-def test_parts_that_quote_the_boundary_come_back_whole() -> None:
-    delivery = _delivery("ada@example.com")
-    boundary = f"=_herald_{delivery.id.hex}"
-    hostile = f"before\n--{boundary}\nContent-Type: text/html\n\n<script>x</script>\n--{boundary}--"
-    delivery = delivery.model_copy(
-        update={"content": EmailContent(subject="s", text=hostile, html=f"<p>{hostile}</p>")}
-    )
-    raw = build_message(delivery, "noreply@herald.example").as_bytes()
-    parsed = email.message_from_bytes(raw)
-    assert parsed.get_boundary() == boundary
-    parts = [p for p in parsed.walk() if not p.is_multipart()]
-    payloads = [p.get_payload(decode=True) for p in parts]
-    assert payloads == [hostile.encode(), f"<p>{hostile}</p>".encode()]
+    only_text = _delivery("ada@example.com", html=None)
+    await _send(provider, only_text)
+    [received] = fake_smtp.by_id(str(only_text.id))
+    assert received.message.get_content_type() == "text/plain"
+    assert received.message.get_content() == "hi\r\n"
 
 
 async def test_sends_and_reuses_connections(provider: SmtpProvider, fake_smtp: FakeSmtp) -> None:
@@ -110,7 +102,6 @@ async def test_a_line_starting_with_a_dot_arrives_whole(
     await _send(provider, delivery)
     [received] = fake_smtp.by_id(str(delivery.id))
     assert received.message.get_content().splitlines() == [".hidden", ".", "end"]
-    assert data_block(b"a\n.b\r\n") == b"a\r\n..b\r\n.\r\n"
 
 
 async def test_deliveries_waiting_for_a_slot_are_not_timed(fake_smtp: FakeSmtp) -> None:

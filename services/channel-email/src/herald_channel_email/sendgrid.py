@@ -24,8 +24,8 @@ from herald_common.http_api import HttpApi, HttpReply, excerpt, overloaded
 from herald_common.schemas import EmailDelivery
 from herald_common.worker import Receipt
 
+from .mime import NOTIFICATION_HEADER
 from .settings import EmailSettings
-from .smtp import NOTIFICATION_HEADER
 
 log = structlog.get_logger("herald.email.sendgrid")
 
