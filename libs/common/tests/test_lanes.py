@@ -65,3 +65,21 @@ async def test_a_waiter_canceled_just_as_it_was_handed_the_turn_passes_it_on() -
     # And the gate is free again.
     async with asyncio.timeout(1), gate.turn("low"):
         pass
+
+
+async def test_a_waiter_past_the_longest_wait_goes_before_younger_higher_ones() -> None:
+    """Strict priority would starve the low lane behind a busy normal one; past ``max_wait``
+    the oldest waiter goes first, whatever its lane."""
+    now = [0.0]
+    gate, order, hold = LaneGate(max_wait=30, clock=lambda: now[0]), list[str](), asyncio.Event()
+    holder = asyncio.create_task(_enter(gate, "normal", "n0", order, hold))
+    await asyncio.sleep(0)
+    low = asyncio.create_task(_enter(gate, "low", "old low", order, hold))
+    await asyncio.sleep(0)
+    now[0] = 31.0
+    normal = asyncio.create_task(_enter(gate, "normal", "young normal", order, hold))
+    high = asyncio.create_task(_enter(gate, "high", "young high", order, hold))
+    await asyncio.sleep(0)
+    hold.set()
+    await asyncio.gather(holder, low, normal, high)
+    assert order == ["n0", "old low", "young high", "young normal"]

@@ -4,7 +4,9 @@ The fan-out is the dispatcher's (``services/dispatcher/tests/test_campaigns.py``
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -211,3 +213,91 @@ async def test_campaigns_are_listed_and_stay_in_their_project(
     listed = await client.get(f"/v1/campaigns/{ids[0]}/notifications?status=failed")
     assert (await listed.json())["items"] == []
     assert (await client.get(f"/v1/campaigns/{ids[0]}/notifications?status=x")).status == 422
+
+
+async def test_recipients_are_stored_as_the_notification_would_have_them(
+    client: Client, pool: asyncpg.Pool[Any]
+) -> None:
+    """A number written for people is checked and stored in E.164: the fan-out builds what was
+    checked here, never a raw cell the delivery schema would refuse."""
+    response = await client.post(
+        "/v1/campaigns?name=s&channel=sms&template=notice",
+        data=b'to,message\n"+1 415-555-0123",hi\n',
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status == 202, await response.text()
+    assert await pool.fetchval("SELECT recipient FROM campaign_recipients") == "+14155550123"
+
+
+async def test_an_idempotency_key_replays_the_campaign_instead_of_making_another(
+    client: Client, pool: asyncpg.Pool[Any]
+) -> None:
+    url = "/v1/campaigns?name=k&channel=sms&template=notice"
+    csv = b"to,message\n+14155550123,hi\n"
+    headers = {"Content-Type": "text/csv", "Idempotency-Key": "campaign-1"}
+    first = await client.post(url, data=csv, headers=headers)
+    assert first.status == 202
+    again = await client.post(url, data=csv, headers=headers)
+    assert again.status == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["id"] == (await first.json())["id"]
+    other = await client.post(url, data=csv + b"+14155550124,yo\n", headers=headers)
+    assert other.status == 409
+    assert await pool.fetchval("SELECT count(*) FROM campaigns") == 1
+    assert await pool.fetchval("SELECT count(*) FROM campaign_recipients") == 1
+
+
+async def test_an_upload_holds_no_database_connection_and_is_bounded(
+    make_client: Any, pool: asyncpg.Pool[Any]
+) -> None:
+    """A slow client keeps no connection (the pool of one serves other requests meanwhile), a
+    second upload beyond the limit is told to come back, and one too slow is a 408."""
+    client = await make_client(
+        db_pool_min=1, db_pool_max=1, api_max_campaign_uploads=1, api_campaign_upload_timeout=2
+    )
+    gate = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"to,message\n+14155550123,hi\n"
+        await gate.wait()
+        yield b"+14155550124,yo\n"
+
+    url = "/v1/campaigns?name=slow&channel=sms&template=notice"
+    upload = asyncio.create_task(
+        client.post(url, data=slow_body(), headers={"Content-Type": "text/csv"})
+    )
+    await asyncio.sleep(0.3)
+    assert (await client.get("/v1/campaigns")).status == 200  # the one connection is free
+    busy = await client.post(url, data=b"to\n+14155550123\n", headers={"Content-Type": "text/csv"})
+    assert busy.status == 503
+    assert busy.headers["Retry-After"]
+    timed_out = await upload
+    assert timed_out.status == 408
+    gate.set()
+    assert await pool.fetchval("SELECT count(*) FROM campaigns") == 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    # Deeper than the JSON parser's recursion limit, and short enough for a request line.
+    ["content=" + "[" * 2000, "data=" + "[" * 2000],
+)
+async def test_deeply_nested_json_in_the_query_is_a_422(client: Client, query: str) -> None:
+    response = await client.post(
+        f"/v1/campaigns?name=x&channel=sms&{query}",
+        data=b"to\n+14155550123\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status == 422
+
+
+async def test_an_empty_cell_leaves_the_shared_value(
+    client: Client, pool: asyncpg.Pool[Any]
+) -> None:
+    response = await client.post(
+        '/v1/campaigns?name=x&channel=email&template=welcome&data={"product":"Herald","name":"you"}',
+        data=b"to,name,product\na@example.com,,\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status == 202, await response.text()
+    assert await pool.fetchval("SELECT data FROM campaign_recipients") == {}

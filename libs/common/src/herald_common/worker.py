@@ -323,9 +323,14 @@ class ChannelWorker:
             rate = handle.limits.rate_limit
             if rate is None:
                 continue
-            # The normal lane's consumers only: every instance consumes each lane, and counting
-            # all three would give each instance a third of its share.
-            queues = [self._topology.work_queue(k) for k, r in self._routes.items() if handle in r]
+            # Every lane's queue: the source takes the largest count (each instance consumes
+            # every lane), so an instance whose consumer on one lane is briefly gone still counts.
+            queues = [
+                name
+                for key, route in self._routes.items()
+                if handle in route
+                for name in self._topology.lane_queues(key)
+            ]
             source = ConsumerCountSource(self._connection, queues)
             await source.start()
             self._counts.append(source)
@@ -517,7 +522,7 @@ class ChannelWorker:
             try:
                 # The provider's slot (and rate token) is taken before the claim, so the lease
                 # (claim + provider call + record) never runs while the delivery queues for them.
-                async with self._admitted(handle, copy.lane):
+                async with self._admitted(handle, copy.lane, message):
                     if self._stopping.is_set():
                         # Draining: what has not been claimed yet is left to the redelivery.
                         raise _InfrastructureError("stopping before the claim")
@@ -693,11 +698,25 @@ class ChannelWorker:
                 self._holding[copy.queue_key] -= 1
 
     @contextlib.asynccontextmanager
-    async def _admitted(self, handle: ProviderHandle, lane: str) -> AsyncIterator[None]:
+    async def _admitted(
+        self,
+        handle: ProviderHandle,
+        lane: str,
+        message: AbstractIncomingMessage | None = None,
+    ) -> AsyncIterator[None]:
         """Inside the provider's slot with a rate token, taken in lane order (``LaneGate``):
-        the high lane's deliveries first."""
+        the high lane's deliveries first.
+
+        With ``message``, a delivery that is abandoned by the time its turn comes (the service
+        is stopping, or its channel closed and the broker redelivered it) takes neither slot
+        nor token: the caller checks the same two things first thing inside and gives up, and
+        a token spent on it would be a send lost to the rate limit.
+        """
         async with contextlib.AsyncExitStack() as stack:
             async with handle.gate.turn(lane):
+                if message is not None and (self._stopping.is_set() or _channel_lost(message)):
+                    yield
+                    return
                 await stack.enter_async_context(handle.provider.slot())
                 await self._await_rate(handle)
             yield

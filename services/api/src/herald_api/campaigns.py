@@ -14,28 +14,45 @@ however often a message was redelivered or a notification redriven.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import csv
+import hashlib
+import io
 import json
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from uuid import UUID
 
 import asyncpg
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from herald_common.messages import recipient_text
 from herald_common.templates import TemplateProblem, TemplateVersion
 
 from . import audit
-from .bodies import parse_model, problems_of, read_json
+from .bodies import idempotency_key, parse_model, problems_of, read_json
 from .correlation import stored_id
 from .csv_rows import CsvError, csv_rows
 from .database import Database
-from .errors import BodyTooLarge, Conflict, FieldProblem, InvalidInput, NotFound
+from .errors import (
+    BodyTooLarge,
+    Conflict,
+    FieldProblem,
+    IdempotencyConflict,
+    InvalidInput,
+    MalformedBody,
+    NotFound,
+    Unavailable,
+    UploadTimedOut,
+)
 from .hygiene import line_problem, metadata_problems
 from .models import (
     CAMPAIGN_STATUSES,
@@ -54,7 +71,7 @@ from .models import (
     OnBadRows,
     TemplateReference,
 )
-from .notifications import NOTIFICATIONS, parse_id
+from .notifications import NOTIFICATIONS, parse_id, to_shown
 from .pagination import KeysetQuery, encode_cursor, parse_limit
 from .principal import principal, visible_project
 from .responses import json_model
@@ -66,8 +83,11 @@ log = structlog.get_logger("herald_api.campaigns")
 CAMPAIGNS_CHANNEL = "herald_campaigns"
 """NOTIFY channel that wakes the dispatcher's fan-out at once."""
 
-CHUNK_ROWS = 5000
-"""Recipient rows stored per statement while an upload streams in."""
+YIELD_EVERY = 500
+"""Rows checked between two yields to the event loop: checking is CPU-bound."""
+
+UPLOAD_RETRY_AFTER = 5
+"""Seconds an upload refused for the number in progress is told to wait."""
 
 MAX_BAD_ROWS_SHOWN = 1000
 """Bad rows reported in the response (all of them are counted)."""
@@ -114,6 +134,7 @@ class CampaignStore:
         self._database = database
         self._templates = templates
         self._settings = settings
+        self._uploads = asyncio.Semaphore(settings.api_max_campaign_uploads)
 
     # -- accepting ------------------------------------------------------------------------------
 
@@ -136,11 +157,13 @@ class CampaignStore:
             raise InvalidInput(problems_of(exc, "content")) from None
         return None, model.model_dump(mode="json")
 
-    def _check_row(self, upload: _Upload, to: Any, data: dict[str, Any]) -> str | None:
-        """Why this recipient cannot become a notification of the campaign; None if it can."""
+    def _check_row(self, upload: _Upload, to: Any, data: dict[str, Any]) -> tuple[str | None, str]:
+        """(why this recipient cannot become a notification of the campaign, or None; its
+        recipient as stored: as the notification would have it, ``+1 415 555 0123`` made
+        ``+14155550123``, so that the fan-out builds exactly what was checked here)."""
         found = metadata_problems(data, ("data",), self._settings.api_max_metadata_bytes)
         if found:
-            return f"{found[0][1]}"
+            return found[0][1], ""
         content: Any = upload.content
         if upload.version is not None:
             try:
@@ -148,21 +171,52 @@ class CampaignStore:
                     upload.version, {**upload.fields.data, **data}
                 )
             except TemplateProblem as exc:
-                return f"template {exc.field}: {exc.reason}"
+                return f"template {exc.field}: {exc.reason}", ""
         fields = upload.fields
         request = {"channel": fields.channel, "to": to, "content": content}
         try:
             parsed = REQUEST_MODELS[fields.channel].model_validate(request)
         except ValidationError as exc:
-            problems = problems_of(exc)
-            return "; ".join(
+            reason = "; ".join(
                 f"{'the rendered ' if p.field.startswith('content') else ''}{p.field}: {p.reason}"
-                for p in problems
+                for p in problems_of(exc)
             )
+            return reason, ""
         extra = parsed.problems()
         if extra:
-            return f"{'.'.join(map(str, extra[0][0]))}: {extra[0][1]}"
-        return None
+            return f"{'.'.join(map(str, extra[0][0]))}: {extra[0][1]}", ""
+        return None, recipient_text(to_shown(parsed.to))
+
+    async def _stage(self, upload: _Upload, id: UUID, rows: AsyncIterator[Row]) -> BinaryIO:
+        """Check every row as it arrives and write the good ones to a temporary file (as CSV
+        for COPY): no database connection is held while a client sends, however slowly."""
+        staged = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
+        try:
+            text = io.TextIOWrapper(staged, encoding="utf-8", newline="", write_through=True)
+            writer = csv.writer(text)
+            async with asyncio.timeout(self._settings.api_campaign_upload_timeout):
+                async for row, to, data, problem in rows:
+                    reason, recipient = (
+                        (problem, "") if problem else self._check_row(upload, to, data)
+                    )
+                    if reason is not None:
+                        upload.refuse(row, reason)
+                    else:
+                        writer.writerow((id, row, recipient, json.dumps(data)))
+                        upload.accepted += 1
+                    if (upload.accepted + upload.bad_row_count) % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # checking is CPU: let other requests in
+            text.detach()
+        except TimeoutError:
+            staged.close()
+            raise UploadTimedOut(
+                f"the upload took longer than {self._settings.api_campaign_upload_timeout:.0f}s"
+            ) from None
+        except BaseException:
+            staged.close()
+            raise
+        staged.seek(0)
+        return staged
 
     async def create(
         self,
@@ -172,77 +226,96 @@ class CampaignStore:
         project: str,
         on_bad_rows: OnBadRows,
         correlation_id: str,
-    ) -> CampaignAccepted:
-        """Store the campaign with every good recipient of ``rows``, in one transaction: a
-        rejected row, a broken upload or a client gone away leaves nothing."""
-        version, content = await self._pinned(fields, project)
-        upload = _Upload(fields, version, content, on_bad_rows)
-        id = uuid.uuid4()
-        async with self._database.transaction() as connection:
-            await connection.execute(
-                """INSERT INTO campaigns (id, project, name, channel, template_id, content, data,
-                       metadata, priority, send_at, status, recipients, correlation_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $11)""",
-                id,
-                project,
-                fields.name,
-                fields.channel,
-                None if version is None else version.id,
-                content,
-                fields.data,
-                fields.metadata,
-                fields.priority or "normal",
-                fields.send_at,
-                correlation_id,
+        idempotency_key: str | None,
+        digest: Callable[[], str],
+    ) -> tuple[CampaignAccepted, bool]:
+        """Store the campaign with every good recipient of ``rows``; (it, True) when the
+        idempotency key replayed an earlier one. The rows are checked first, with no database
+        connection held; then one short transaction stores everything (COPY): a rejected row,
+        a broken upload or a client gone away leaves nothing."""
+        if self._uploads.locked():
+            raise Unavailable(
+                "as many campaign uploads as this API takes at once are in progress; retry",
+                retry_after=UPLOAD_RETRY_AFTER,
             )
-            chunk: list[tuple[int, str, str]] = []
-            async for row, to, data, problem in rows:
-                reason = problem or self._check_row(upload, to, data)
-                if reason is not None:
-                    upload.refuse(row, reason)
-                    continue
-                chunk.append((row, recipient_text(to), json.dumps(data)))
-                if len(chunk) >= CHUNK_ROWS:
-                    await _store(connection, id, chunk)
-                    upload.accepted += len(chunk)
-                    chunk = []
-            await _store(connection, id, chunk)
-            upload.accepted += len(chunk)
+        async with self._uploads:
+            version, content = await self._pinned(fields, project)
+            upload = _Upload(fields, version, content, on_bad_rows)
+            id = uuid.uuid4()
+            staged = await self._stage(upload, id, rows)
+        with staged:
             if upload.accepted == 0:
                 raise InvalidInput(
                     [FieldProblem("recipients", "no recipient to send to")],
                     detail="the campaign has no good recipient",
                 )
-            await connection.execute(
-                "UPDATE campaigns SET recipients = $2, skipped = $3 WHERE id = $1",
-                id,
-                upload.accepted,
-                upload.bad_row_count,
-            )
-            await connection.execute(f"NOTIFY {CAMPAIGNS_CHANNEL}")
+            request_hash = digest()
+            async with self._database.transaction() as connection:
+                inserted = await connection.fetchval(
+                    """INSERT INTO campaigns (id, project, name, channel, template_id, content,
+                           data, metadata, priority, send_at, status, recipients, skipped,
+                           correlation_id, idempotency_key, request_hash)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11, $12,
+                               $13, $14, $15)
+                       ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL
+                       DO NOTHING RETURNING true""",
+                    id,
+                    project,
+                    fields.name,
+                    fields.channel,
+                    None if version is None else version.id,
+                    content,
+                    fields.data,
+                    fields.metadata,
+                    fields.priority or "normal",
+                    fields.send_at,
+                    upload.accepted,
+                    upload.bad_row_count,
+                    correlation_id,
+                    idempotency_key,
+                    request_hash,
+                )
+                if not inserted:
+                    return await self._replay(connection, project, idempotency_key, request_hash)
+                await connection.copy_to_table(
+                    "campaign_recipients",
+                    source=staged,
+                    columns=["campaign_id", "row_number", "recipient", "data"],
+                    format="csv",
+                )
+                await connection.execute(f"NOTIFY {CAMPAIGNS_CHANNEL}")
+                # Read before the commit: a reply that failed after it would make the client
+                # send the campaign again.
+                campaign = await _get(connection, id, project)
         log.info("campaign accepted", campaign_id=str(id), recipients=upload.accepted,
                  skipped=upload.bad_row_count)  # fmt: skip
-        campaign = await self.get(id, project=project)
-        return CampaignAccepted(
-            **campaign.model_dump(),
-            bad_rows=upload.bad_rows,
-            bad_row_count=upload.bad_row_count,
+        accepted = CampaignAccepted(
+            **campaign.model_dump(), bad_rows=upload.bad_rows, bad_row_count=upload.bad_row_count
         )
+        return accepted, False
+
+    @staticmethod
+    async def _replay(
+        connection: Any, project: str, key: str | None, request_hash: str
+    ) -> tuple[CampaignAccepted, bool]:
+        row = await connection.fetchrow(
+            """SELECT id, request_hash FROM campaigns
+               WHERE project = $1 AND idempotency_key = $2""",
+            project,
+            key,
+        )
+        if row is None:
+            raise Conflict("a concurrent request with this Idempotency-Key changed; retry")
+        if row["request_hash"] != request_hash:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different campaign")
+        campaign = await _get(connection, row["id"], project)
+        return CampaignAccepted(**campaign.model_dump(), bad_rows=[], bad_row_count=0), True
 
     # -- reading --------------------------------------------------------------------------------
 
     async def get(self, id: UUID, *, project: str | None) -> Campaign:
         async with self._database.connection() as connection:
-            row = await connection.fetchrow(
-                f"""SELECT {_COLUMNS} FROM {_FROM}
-                    WHERE c.id = $1 AND ($2::text IS NULL OR c.project = $2)""",
-                id,
-                project,
-            )
-            if row is None:
-                raise NotFound(f"no campaign with id {id}")
-            counts = await _counts(connection, [id])
-        return _campaign(row, counts.get(id, {}))
+            return await _get(connection, id, project)
 
     async def page(
         self, *, project: str | None, status: str | None, limit: int, cursor: str | None
@@ -254,7 +327,7 @@ class CampaignStore:
             query.add("status = {0}", status)
         query.after("created_at", cursor)
         limit_arg = query.limit_placeholder(limit)
-        async with self._database.connection() as connection:
+        async with self._database.connection() as connection, _snapshot(connection):
             rows = await connection.fetch(
                 f"""SELECT {_COLUMNS} FROM (
                         SELECT * FROM campaigns {query.where()}
@@ -286,9 +359,12 @@ class CampaignStore:
             )
             if row is None:
                 raise NotFound(f"no campaign with id {id}")
-            if row["status"] not in allowed:
+            # As GET shows it: a campaign whose notifications are all finished is completed,
+            # whatever the dispatcher has stored yet, and cannot be paused or canceled.
+            shown = (await _get(connection, id, project)).status
+            if row["status"] not in allowed or shown not in allowed:
                 raise Conflict(
-                    f"a {row['status']} campaign cannot be {_DONE[action]}; only "
+                    f"a {shown} campaign cannot be {_DONE[action]}; only "
                     + ", ".join(allowed)
                     + " ones can"
                 )
@@ -319,18 +395,26 @@ _AUDITED: dict[str, AuditAction] = {
 }
 
 
-async def _store(connection: Any, id: UUID, chunk: list[tuple[int, str, str]]) -> None:
-    if not chunk:
-        return
-    await connection.execute(
-        """INSERT INTO campaign_recipients (campaign_id, row_number, recipient, data)
-           SELECT $1, r, t, d::jsonb
-           FROM unnest($2::int[], $3::text[], $4::text[]) AS x(r, t, d)""",
-        id,
-        [c[0] for c in chunk],
-        [c[1] for c in chunk],
-        [c[2] for c in chunk],
-    )
+def _snapshot(connection: Any) -> Any:
+    """A read-only snapshot: the campaign row and its counts from one moment (a chunk committed
+    between two statements would count its notifications and still show them pending)."""
+    if connection.is_in_transaction():
+        return contextlib.nullcontext()
+    return connection.transaction(isolation="repeatable_read", readonly=True)
+
+
+async def _get(connection: Any, id: UUID, project: str | None) -> Campaign:
+    async with _snapshot(connection):
+        row = await connection.fetchrow(
+            f"""SELECT {_COLUMNS} FROM {_FROM}
+                WHERE c.id = $1 AND ($2::text IS NULL OR c.project = $2)""",
+            id,
+            project,
+        )
+        if row is None:
+            raise NotFound(f"no campaign with id {id}")
+        counts = await _counts(connection, [id])
+    return _campaign(row, counts.get(id, {}))
 
 
 async def _counts(connection: Any, ids: list[UUID]) -> dict[UUID, dict[str, int]]:
@@ -431,7 +515,7 @@ def _fields_from_query(request: web.Request, max_metadata_bytes: int) -> Campaig
         if name in request.query:
             try:
                 data[name] = json.loads(request.query[name])
-            except ValueError:
+            except (ValueError, RecursionError):
                 problems.append(FieldProblem(name, "must be JSON text"))
     unknown = set(request.query) - {*_QUERY_FIELDS, *_JSON_QUERY_FIELDS, "on_bad_rows"}
     problems += [FieldProblem(name, "not a campaign field") for name in sorted(unknown)]
@@ -453,13 +537,15 @@ def _checked(model: type[F], data: Any, max_metadata_bytes: int) -> F:
     return parsed
 
 
-async def _csv_recipients(request: web.Request, channel: str, max_bytes: int) -> AsyncIterator[Row]:
+async def _csv_recipients(
+    request: web.Request, channel: str, max_bytes: int, digest: Any
+) -> AsyncIterator[Row]:
     """Each CSV row after the header: its ``to`` column is the recipient (for push, its JSON),
     the other columns are its template data."""
     header: list[str] | None = None
     to_column = 0
     try:
-        async for row, fields in csv_rows(_body_chunks(request, max_bytes)):
+        async for row, fields in csv_rows(_body_chunks(request, max_bytes, digest)):
             if header is None:
                 header = _header(fields)
                 to_column = header.index("to")
@@ -471,10 +557,16 @@ async def _csv_recipients(request: web.Request, channel: str, max_bytes: int) ->
             if channel == "push":
                 try:
                     to = json.loads(to)
-                except ValueError:
+                except (ValueError, RecursionError):
                     yield row, None, {}, "`to` must be the push recipient as JSON"
                     continue
-            data = {name: value for name, value in zip(header, fields, strict=True) if name != "to"}
+            # An empty cell gives no value: the campaign's shared data (or the template's
+            # default) applies, as for a JSON recipient that leaves the name out.
+            data = {
+                name: value
+                for name, value in zip(header, fields, strict=True)
+                if name != "to" and value != ""
+            }
             yield row, to, data, None
     except CsvError as exc:
         raise InvalidInput([FieldProblem("body", str(exc))]) from None
@@ -494,12 +586,20 @@ def _header(fields: list[str]) -> list[str]:
     return header
 
 
-async def _body_chunks(request: web.Request, max_bytes: int) -> AsyncIterator[bytes]:
+async def _body_chunks(request: web.Request, max_bytes: int, digest: Any) -> AsyncIterator[bytes]:
     received = 0
-    async for chunk in request.content.iter_chunked(256 * 1024):
+    chunks = request.content.iter_chunked(256 * 1024)
+    while True:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except (RequestPayloadError, ConnectionError) as exc:
+            raise MalformedBody(f"the upload was cut off or malformed: {exc}") from None
         received += len(chunk)
         if received > max_bytes:
             raise BodyTooLarge(f"the CSV is larger than {max_bytes} bytes")
+        digest.update(chunk)
         yield chunk
 
 
@@ -511,11 +611,15 @@ async def _json_recipients(body: CampaignRequest) -> AsyncIterator[Row]:
 async def create_campaign(request: web.Request) -> web.Response:
     settings: ApiSettings = request.app[API_SETTINGS]
     on_bad_rows = _on_bad_rows(request)
+    key = idempotency_key(request)
     rows: AsyncIterator[Row]
     fields: CampaignFields
+    # The request as sent: its fields, and the CSV's bytes or the JSON body's recipients.
+    digest = hashlib.sha256()
     if request.content_type == "text/csv":
         fields = _fields_from_query(request, settings.api_max_metadata_bytes)
-        rows = _csv_recipients(request, fields.channel, settings.api_max_campaign_bytes)
+        digest.update(fields.model_dump_json().encode())
+        rows = _csv_recipients(request, fields.channel, settings.api_max_campaign_bytes, digest)
     else:
         if set(request.query) - {"on_bad_rows"}:
             raise InvalidInput(
@@ -523,15 +627,21 @@ async def create_campaign(request: web.Request) -> web.Response:
             )
         data = await read_json(request, settings.api_max_body_bytes)
         body = _checked(CampaignRequest, data, settings.api_max_metadata_bytes)
+        digest.update(body.model_dump_json().encode())
         fields, rows = body, _json_recipients(body)
-    accepted = await request.app[CAMPAIGNS].create(
+    accepted, replayed = await request.app[CAMPAIGNS].create(
         fields,
         rows,
         project=principal(request).project,
         on_bad_rows=on_bad_rows,
         correlation_id=stored_id(request),
+        idempotency_key=key,
+        digest=lambda: f"{on_bad_rows}:{digest.hexdigest()}",
     )
-    return json_model(accepted, status=202, headers={"Location": f"/v1/campaigns/{accepted.id}"})
+    headers = {"Location": f"/v1/campaigns/{accepted.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_model(accepted, status=200 if replayed else 202, headers=headers)
 
 
 async def get_campaign(request: web.Request) -> web.Response:

@@ -2,24 +2,20 @@
 million-row file never sits in memory whole.
 
 Rows are numbered as a spreadsheet shows them: the header is row 1, the first recipient row 2
-(blank lines count, and are skipped). A record may span lines (a quoted field with line breaks
-in it): text goes to the ``csv`` module only in whole records, found by counting quotes (a record
-ends at a line feed outside quotes, where the quotes seen so far are even). Records end in LF or
-CRLF.
+(blank lines count, and are skipped). Records end in LF or CRLF. The ``csv`` module parses
+everything: each chunk's whole lines go to it, and a record it finds unfinished at their end (a
+quoted field with line breaks in it) is carried over to the next chunk, so its quoting rules
+(a quote inside an unquoted field is just a character) are the only ones that apply.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-import io
-import re
 from collections.abc import AsyncIterator
 
 MAX_RECORD = 256 * 1024
 """Characters of one record; a longer one (an unclosed quote swallowing the file) fails."""
-
-_QUOTE_OR_LF = re.compile(r'["\n]')
 
 
 class CsvError(ValueError):
@@ -30,55 +26,53 @@ async def csv_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, lis
     """(row number, fields) for every non-blank record of the UTF-8 CSV in ``chunks``, the
     header included (row 1); a BOM at the start is dropped."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
-    pending, odd, row = "", False, 0
+    pending, row = "", 0
     async for chunk in chunks:
         try:
-            text = decoder.decode(chunk)
+            text = pending + decoder.decode(chunk)
         except UnicodeDecodeError as exc:
-            raise CsvError(f"row {row + 1}: not UTF-8 ({exc.reason})") from None
-        complete, pending, odd = _split(pending, text, odd)
-        for fields in _parse(complete, row):
+            raise CsvError(f"near row {row + 1}: not UTF-8 ({exc.reason})") from None
+        cut = text.rfind("\n") + 1
+        records, pending = _records(text[:cut], row, final=False)
+        pending += text[cut:]
+        for fields in records:
             row += 1
             if fields:
                 yield row, fields
         if len(pending) > MAX_RECORD:
             raise CsvError(
-                f"row {row + 1} is longer than {MAX_RECORD} characters (an unclosed quote?)"
+                f"row {row + 1} is longer than {MAX_RECORD} characters (an unclosed quote, or "
+                "lines that do not end in LF or CRLF?)"
             )
     try:
         pending += decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise CsvError(f"row {row + 1}: ends inside a UTF-8 character") from None
-    if odd:
-        raise CsvError(f"row {row + 1}: a quoted field is never closed")
-    for fields in _parse(pending, row):
+        raise CsvError(f"row {row + 1}: the upload ends inside a UTF-8 character") from None
+    records, _ = _records(pending, row, final=True)
+    for fields in records:
         row += 1
         if fields:
             yield row, fields
 
 
-def _split(pending: str, text: str, odd: bool) -> tuple[str, str, bool]:
-    """``pending + text`` cut after its last line feed outside quotes: (whole records, the rest,
-    whether the rest is inside quotes). ``odd`` says whether ``pending`` is."""
-    cut = -1
-    for match in _QUOTE_OR_LF.finditer(text):
-        if match.group() == '"':
-            odd = not odd
-        elif not odd:
-            cut = match.end()
-    if cut < 0:
-        return "", pending + text, odd
-    return pending + text[:cut], text[cut:], odd
-
-
-def _parse(records: str, before: int) -> list[list[str]]:
-    if not records:
-        return []
-    reader = csv.reader(io.StringIO(records, newline=""), strict=True)
-    parsed: list[list[str]] = []
+def _records(text: str, before: int, *, final: bool) -> tuple[list[list[str]], str]:
+    """The whole records of ``text`` and the text of an unfinished last one ('' if none).
+    ``final``: there is no more text, so an unfinished record is an error."""
+    if not text:
+        return [], ""
+    lines = text.split("\n")
+    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    reader = csv.reader(lines, strict=True)
+    records: list[list[str]] = []
+    consumed = 0
     try:
         for fields in reader:
-            parsed.append(fields)
+            records.append(fields)
+            consumed = reader.line_num
     except csv.Error as exc:
-        raise CsvError(f"row {before + len(parsed) + 1}: {exc}") from None
-    return parsed
+        if final or "unexpected end of data" not in str(exc):
+            row = before + len(records) + 1
+            reason = "a quoted field is never closed" if "end of data" in str(exc) else exc
+            raise CsvError(f"row {row}: {reason}") from None
+        return records, "".join(lines[consumed:])
+    return records, ""

@@ -73,6 +73,10 @@ class RateLimited(ApiError):
         self.retry_after = retry_after
 
 
+class UploadTimedOut(ApiError):
+    """An upload took longer than allowed; nothing of it was stored."""
+
+
 class Unavailable(ApiError):
     """The request cannot be served now (no database connection came free in time); nothing was
     changed, and the same request may be sent again after ``retry_after`` seconds."""

@@ -105,6 +105,7 @@ _PROBLEM_DESCRIPTIONS = {
     401: "No API key (`Authorization: Bearer <secret>`), or an unknown or revoked one.",
     403: "The API key lacks the scope this operation needs.",
     404: "No such resource.",
+    408: "The upload took longer than `HERALD_API_CAMPAIGN_UPLOAD_TIMEOUT`; nothing was stored.",
     409: "The request conflicts with the resource's state.",
     429: "The API key is over its rate limit; retry after `Retry-After` seconds.",
     413: "The body is too large.",
@@ -707,6 +708,11 @@ def openapi_document() -> dict[str, Any]:
                     ),
                     "operationId": "createCampaign",
                     "parameters": [
+                        _idempotency_key(
+                            "Repeating a campaign with the same key and body (and query) returns "
+                            "the campaign it made (200) and stores nothing; a different one is a "
+                            "409."
+                        ),
                         _query(
                             "on_bad_rows",
                             "`reject` (default): a bad row refuses the campaign; `skip`: it is "
@@ -734,6 +740,16 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {"type": "string"},
                             },
                         ),
+                        "200": _ok(
+                            "The campaign an earlier request with this Idempotency-Key made.",
+                            ref(CampaignAccepted),
+                            Location={
+                                "description": "The campaign's URL.",
+                                "schema": {"type": "string"},
+                            },
+                            **replayed,
+                        ),
+                        **_problems(408, 409),
                     },
                 }
             ),

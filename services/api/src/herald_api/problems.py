@@ -21,6 +21,7 @@ from .errors import (
     Unauthenticated,
     Unavailable,
     UnsupportedMediaType,
+    UploadTimedOut,
 )
 from .models import FieldError, Problem
 
@@ -38,6 +39,7 @@ _KINDS: dict[type[ApiError], tuple[int, str, str]] = {
     MalformedBody: (400, "Malformed JSON", "about:blank"),
     UnsupportedMediaType: (415, "Unsupported Media Type", "about:blank"),
     BodyTooLarge: (413, "Content Too Large", "about:blank"),
+    UploadTimedOut: (408, "Request Timeout", "about:blank"),
     InvalidInput: (422, "Invalid request", f"{PROBLEM_BASE}validation"),
     Unauthenticated: (401, "Unauthorized", f"{PROBLEM_BASE}unauthenticated"),
     Forbidden: (403, "Forbidden", f"{PROBLEM_BASE}forbidden"),

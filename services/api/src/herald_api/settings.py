@@ -33,6 +33,22 @@ class ApiSettings(CommonSettings):
             "as it arrives, never held in memory whole."
         ),
     )
+    api_campaign_upload_timeout: float = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "Seconds a campaign upload may take to arrive and be checked (408 beyond, nothing "
+            "stored); no database connection is held meanwhile."
+        ),
+    )
+    api_max_campaign_uploads: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Campaign uploads one API process checks at once; one more is answered 503 with "
+            "Retry-After (checking rows takes CPU the other requests need)."
+        ),
+    )
     api_max_batch: int = Field(
         default=1000,
         ge=1,

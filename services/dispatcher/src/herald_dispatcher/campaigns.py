@@ -45,6 +45,9 @@ log = structlog.get_logger("herald.campaigns")
 CAMPAIGNS_CHANNEL = "herald_campaigns"
 """NOTIFY channel the API wakes the fan-out with (a new, resumed or canceled campaign)."""
 
+PUBLISH_GRACE = 10.0
+"""Seconds a fanned-out chunk's outbox rows wait before the relay may take them."""
+
 CANCELABLE = ("scheduled", "queued", "retrying")
 IN_FLIGHT = ("scheduled", "queued", "sending", "retrying")
 
@@ -167,7 +170,9 @@ class CampaignRunner:
             created = [self._notification(campaign, version, r, now) for r in recipients]
             await _insert(connection, campaign, version, created, now)
             messages = [n.message for n in created if n.message is not None]
-            outbox_ids = await outbox.insert(connection, messages, delay=0)
+            # Due after a grace: the relay must not publish them beside ``_publish`` below; it
+            # takes over only what a crash left.
+            outbox_ids = await outbox.insert(connection, messages, delay=PUBLISH_GRACE)
             await connection.execute(
                 """UPDATE campaign_recipients SET notification_id = x.n
                    FROM unnest($2::int[], $3::uuid[]) AS x(r, n)
@@ -259,13 +264,25 @@ class CampaignRunner:
     # -- canceling and finishing ----------------------------------------------------------------
 
     async def cancel_chunk(self) -> int:
-        """Cancel the next chunk of a canceled campaign's notifications not being sent; mark the
-        campaign finished once none is left."""
-        async with self._pool.acquire() as connection, connection.transaction():
+        """Cancel a chunk of each canceled campaign's notifications not being sent; a campaign
+        is finished once none of its notifications is in flight any more (one being sent may
+        still end ``retrying``: it is canceled on a later pass)."""
+        done = 0
+        async with self._pool.acquire() as connection:
+            ids = await connection.fetch(
+                """SELECT id FROM campaigns WHERE finished_at IS NULL AND status = 'canceled'
+                   ORDER BY created_at, id"""
+            )
+            for row in ids:
+                done += await self._cancel_some(connection, row["id"])
+        return done
+
+    async def _cancel_some(self, connection: PoolConnectionProxy[Any], id: UUID) -> int:
+        async with connection.transaction():
             campaign = await connection.fetchrow(
                 """SELECT id, channel FROM campaigns
-                   WHERE finished_at IS NULL AND status = 'canceled'
-                   ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"""
+                   WHERE id = $1 AND finished_at IS NULL FOR UPDATE SKIP LOCKED""",
+                id,
             )
             if campaign is None:
                 return 0
@@ -277,7 +294,7 @@ class CampaignRunner:
                        WHERE campaign_id = $1 AND status = ANY($2::text[])
                        ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
                    RETURNING id""",
-                campaign["id"],
+                id,
                 list(CANCELABLE),
                 self._chunk_size,
             )
@@ -292,24 +309,25 @@ class CampaignRunner:
             elif not await connection.fetchval(
                 """SELECT EXISTS (SELECT 1 FROM notifications
                                   WHERE campaign_id = $1 AND status = ANY($2::text[]))""",
-                campaign["id"],
-                list(CANCELABLE),
+                id,
+                list(IN_FLIGHT),
             ):
                 await connection.execute(
                     "UPDATE campaigns SET finished_at = now(), updated_at = now() WHERE id = $1",
-                    campaign["id"],
+                    id,
                 )
-                log.info("campaign canceled", campaign_id=str(campaign["id"]))
+                log.info("campaign canceled", campaign_id=str(id))
         self._metrics.campaign_canceled.labels(campaign["channel"]).inc(len(ids))
         return len(ids)
 
     async def mark_finished(self) -> None:
         """Campaigns fanned out whose notifications are all sent, failed or canceled end
-        ``completed`` or ``completed_with_failures``."""
+        ``completed`` or ``completed_with_failures`` (a paused one too: nothing is left for a
+        resume to do)."""
         async with self._pool.acquire() as connection:
             rows = await connection.fetch(
                 """SELECT id FROM campaigns
-                   WHERE finished_at IS NULL AND status = 'processing'
+                   WHERE finished_at IS NULL AND status IN ('processing', 'paused')
                      AND fanned_out >= recipients"""
             )
             for row in rows:
@@ -328,14 +346,16 @@ class CampaignRunner:
                         row["id"],
                     )
                     status = "completed_with_failures" if failed else "completed"
-                    await connection.execute(
+                    changed = await connection.fetchval(
                         """UPDATE campaigns SET status = $2, finished_at = now(),
                                updated_at = now()
-                           WHERE id = $1 AND status = 'processing'""",
+                           WHERE id = $1 AND status IN ('processing', 'paused')
+                           RETURNING true""",
                         row["id"],
                         status,
                     )
-                log.info("campaign finished", campaign_id=str(row["id"]), status=status)
+                if changed:
+                    log.info("campaign finished", campaign_id=str(row["id"]), status=status)
 
 
 async def _insert(

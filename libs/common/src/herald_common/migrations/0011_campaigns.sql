@@ -23,12 +23,16 @@ CREATE TABLE campaigns (
     skipped         integer NOT NULL DEFAULT 0,      -- bad rows skipped at upload
     fanned_out      integer NOT NULL DEFAULT 0,
     correlation_id  text,
+    idempotency_key text,                            -- a repeated POST replays this campaign
+    request_hash    text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
     finished_at     timestamptz,
     CHECK (template_id IS NOT NULL OR content IS NOT NULL)
 );
+CREATE UNIQUE INDEX campaigns_by_idempotency_key ON campaigns (project, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE INDEX campaigns_newest ON campaigns (project, created_at DESC, id DESC);
 -- What the dispatcher looks at: campaigns not finished (few rows, however many finished).
 CREATE INDEX campaigns_unfinished ON campaigns (created_at, id) WHERE finished_at IS NULL;
