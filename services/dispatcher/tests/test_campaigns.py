@@ -84,6 +84,7 @@ async def _drain(runner: CampaignRunner) -> int:
     done = 0
     while made := await runner.pass_once():
         done += made
+    await runner.settle()
     return done
 
 
@@ -93,6 +94,7 @@ async def test_a_campaign_is_fanned_out_in_chunks_each_recipient_once_and_publis
     runner, topology = await _runner(pool, amqp, namespace, chunk=40)
     id = await _campaign(pool, 100, priority="low")
     assert await runner.fan_out_chunk() == 40
+    await runner.settle()
     assert await pool.fetchval("SELECT fanned_out FROM campaigns WHERE id = $1", id) == 40
     assert await pool.fetchval("SELECT status FROM campaigns WHERE id = $1", id) == "processing"
     assert await _drain(runner) == 60

@@ -50,23 +50,30 @@ class LaneGate:
     @contextlib.asynccontextmanager
     async def turn(self, lane: str) -> AsyncIterator[None]:
         """Hold the turn while the block runs (it acquires the slot and the rate token)."""
-        if self._taken:
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting[lane].append((self._clock(), turn))
-            try:
-                await turn
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():
-                    self._pass_on()  # handed the turn as it was canceled: the next one takes it
-                else:
-                    turn.cancel()  # skipped when the turn is passed on
-                raise
-        else:
-            self._taken = True
+        await self.acquire(lane)
         try:
             yield
         finally:
-            self._pass_on()
+            self.release()
+
+    async def acquire(self, lane: str) -> None:
+        """Take the turn (at once when nobody holds it); give it back with ``release``."""
+        if not self._taken:
+            self._taken = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[lane].append((self._clock(), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._pass_on()  # handed the turn as it was canceled: the next one takes it
+            else:
+                turn.cancel()  # skipped when the turn is passed on
+            raise
+
+    def release(self) -> None:
+        self._pass_on()
 
     def _pass_on(self) -> None:
         heads: list[tuple[float, int, str]] = []

@@ -22,8 +22,9 @@ import asyncio
 import contextlib
 import functools
 import random
+import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -128,6 +129,45 @@ class _Result:
                    stored.finished_at, maybe_delivered=stored.maybe_delivered)  # fmt: skip
 
 
+class _Admission:
+    """``ChannelWorker._admitted``: a class, not a generator, as it runs once per delivery."""
+
+    __slots__ = ("_handle", "_lane", "_message", "_slot", "_worker")
+
+    def __init__(
+        self,
+        worker: ChannelWorker,
+        handle: ProviderHandle,
+        lane: str,
+        message: AbstractIncomingMessage | None,
+    ) -> None:
+        self._worker, self._handle, self._lane, self._message = worker, handle, lane, message
+        self._slot: contextlib.AbstractAsyncContextManager[object] | None = None
+
+    async def __aenter__(self) -> None:
+        gate, message, worker = self._handle.gate, self._message, self._worker
+        await gate.acquire(self._lane)
+        try:
+            if message is not None and (worker.stopping or _channel_lost(message)):
+                return
+            slot = self._handle.provider.slot()
+            await slot.__aenter__()
+            self._slot = slot
+            try:
+                await worker._await_rate(self._handle)
+            except BaseException:
+                self._slot = None
+                await slot.__aexit__(*sys.exc_info())
+                raise
+        finally:
+            gate.release()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            await slot.__aexit__(*exc_info)
+
+
 class _InfrastructureError(Exception):
     """PostgreSQL or the broker failed under a delivery: requeue it, decide nothing."""
 
@@ -200,6 +240,10 @@ class ChannelWorker:
         self._claims: Batcher[ledger.Claim, ledger.ClaimDecision] | None = None
         self._results: Batcher[ledger.RecordedResult, ledger.StoredResult | None] | None = None
         self._outcomes: Batcher[AttemptOutcome, None] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     async def start(self) -> None:
         try:
@@ -697,13 +741,12 @@ class ChannelWorker:
             if held:
                 self._holding[copy.queue_key] -= 1
 
-    @contextlib.asynccontextmanager
-    async def _admitted(
+    def _admitted(
         self,
         handle: ProviderHandle,
         lane: str,
         message: AbstractIncomingMessage | None = None,
-    ) -> AsyncIterator[None]:
+    ) -> _Admission:
         """Inside the provider's slot with a rate token, taken in lane order (``LaneGate``):
         the high lane's deliveries first.
 
@@ -712,14 +755,7 @@ class ChannelWorker:
         nor token: the caller checks the same two things first thing inside and gives up, and
         a token spent on it would be a send lost to the rate limit.
         """
-        async with contextlib.AsyncExitStack() as stack:
-            async with handle.gate.turn(lane):
-                if message is not None and (self._stopping.is_set() or _channel_lost(message)):
-                    yield
-                    return
-                await stack.enter_async_context(handle.provider.slot())
-                await self._await_rate(handle)
-            yield
+        return _Admission(self, handle, lane, message)
 
     async def _await_rate(self, handle: ProviderHandle) -> None:
         waited = await handle.acquire_rate()

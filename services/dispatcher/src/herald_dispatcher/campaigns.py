@@ -45,6 +45,10 @@ log = structlog.get_logger("herald.campaigns")
 CAMPAIGNS_CHANNEL = "herald_campaigns"
 """NOTIFY channel the API wakes the fan-out with (a new, resumed or canceled campaign)."""
 
+PUBLISHING = 4
+"""Chunks being published at once: the next chunk is built while earlier ones wait for their
+confirms."""
+
 PUBLISH_GRACE = 10.0
 """Seconds a fanned-out chunk's outbox rows wait before the relay may take them."""
 
@@ -87,6 +91,7 @@ class CampaignRunner:
         self._task: asyncio.Task[None] | None = None
         self._listener: PoolConnectionProxy[Any] | None = None
         self._checked_at: float | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -97,7 +102,13 @@ class CampaignRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.settle()
         await self._unlisten()
+
+    async def settle(self) -> None:
+        """Wait for the chunks being published (what fails stays for the relay)."""
+        while self._publishing:
+            await asyncio.wait(set(self._publishing))
 
     def _notified(self, *_: Any) -> None:
         self._wakeup.set()
@@ -199,7 +210,11 @@ class CampaignRunner:
             self._metrics.campaign_render_failures.labels(campaign["channel"]).inc(failed)
             log.warning("campaign recipients failed to render", campaign_id=str(campaign["id"]),
                         failed=failed)  # fmt: skip
-        await self._publish(outbox_ids, messages)
+        while len(self._publishing) >= PUBLISHING:
+            await asyncio.wait(set(self._publishing), return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._publish(outbox_ids, messages))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
         return len(created)
 
     async def _publish(self, outbox_ids: list[int], messages: list[OutboxMessage]) -> None:
@@ -208,12 +223,15 @@ class CampaignRunner:
             return
         try:
             confirmed = await outbox.publish(self._publisher, self._exchange, messages)
-        except Exception as exc:  # the relay has them all
+        except Exception as exc:  # the relay has them all (after PUBLISH_GRACE)
             log.warning("publishing a campaign chunk failed; the relay will", error=repr(exc))
             return
         done = [i for i, ok in zip(outbox_ids, confirmed, strict=True) if ok]
-        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+        try:
             await outbox.delete(self._pool, done)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            # The relay publishes them once more; the channel services skip the copies.
+            log.warning("deleting published outbox rows failed", error=repr(exc))
 
     async def _version(
         self, connection: PoolConnectionProxy[Any], template_id: UUID | None
