@@ -20,7 +20,6 @@ A message of a canceled notification still in the broker is skipped by the chann
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from herald_common.outbox import OutboxMessage
 from herald_common.templates import Renderer, TemplateProblem, TemplateVersion, version_of
 
 from .metrics import DispatcherMetrics
+from .woken import WokenLoop
 
 log = structlog.get_logger("herald.campaigns")
 
@@ -66,7 +66,7 @@ class _Notification:
     message: OutboxMessage | None
 
 
-class CampaignRunner:
+class CampaignRunner(WokenLoop):
     """The dispatcher's campaign loop: woken by NOTIFY, or every ``poll_interval`` seconds."""
 
     def __init__(
@@ -79,69 +79,27 @@ class CampaignRunner:
         poll_interval: float,
         metrics: DispatcherMetrics,
     ) -> None:
-        self._pool = pool
+        super().__init__(pool, CAMPAIGNS_CHANNEL, poll_interval)
         self._publisher = publisher
         self._exchange = exchange
         self._chunk_size = chunk_size
-        self._poll_interval = poll_interval
         self._metrics = metrics
         self._renderer = Renderer()
         self._versions: dict[UUID, TemplateVersion] = {}
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: PoolConnectionProxy[Any] | None = None
         self._checked_at: float | None = None
         self._publishing: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         await self.settle()
-        await self._unlisten()
 
     async def settle(self) -> None:
         """Wait for the chunks being published (what fails stays for the relay)."""
         while self._publishing:
             await asyncio.wait(set(self._publishing))
 
-    def _notified(self, *_: Any) -> None:
-        self._wakeup.set()
-
-    async def _listen(self) -> None:
-        if self._listener is None or self._listener.is_closed():
-            self._listener = await self._pool.acquire()
-            assert self._listener is not None
-            await self._listener.add_listener(CAMPAIGNS_CHANNEL, self._notified)
-
-    async def _unlisten(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.remove_listener(CAMPAIGNS_CHANNEL, self._notified)
-                await self._pool.release(self._listener)
-            self._listener = None
-
-    async def _run(self) -> None:
-        while True:
-            self._wakeup.clear()  # before the pass: a NOTIFY during it wakes the next one
-            done = 0
-            try:
-                await self._listen()
-                done = await self.pass_once()
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                log.warning("campaign pass failed", error=repr(exc))
-                await self._unlisten()
-            except Exception:
-                log.exception("campaign pass failed unexpectedly")
-            if done:
-                continue  # there was work: there is probably more
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_interval)
+    async def run_pass(self) -> bool:
+        return await self.pass_once() > 0
 
     async def pass_once(self) -> int:
         """One chunk of cancellation and one of fan-out; finished campaigns marked (at most once
