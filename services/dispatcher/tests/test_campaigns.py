@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from herald_common import outbox
 from herald_common.amqp import Publisher
 from herald_common.topology import Topology
+from herald_dispatcher import campaigns as module
 from herald_dispatcher.campaigns import CampaignRunner
 from herald_dispatcher.metrics import DispatcherMetrics
 from tests.support.infra import Infra, queue_depth
@@ -236,3 +237,27 @@ async def test_a_fanned_out_campaign_finishes_with_or_without_failures(
     await runner.mark_finished()
     statuses = dict(await pool.fetch("SELECT id, status FROM campaigns"))
     assert statuses == {clean: "completed", failing: "completed_with_failures"}
+
+
+async def test_a_campaign_whose_chunk_fails_for_its_data_does_not_stop_the_others(
+    pool: asyncpg.Pool[Any],
+    amqp: AbstractRobustConnection,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner, _ = await _runner(pool, amqp, namespace)
+    broken = await _campaign(pool, 5)
+    healthy = await _campaign(pool, 5)
+    real = module._insert
+
+    async def refuse(connection: Any, campaign: Any, *args: Any) -> None:
+        if campaign["id"] == broken:
+            raise asyncpg.exceptions.DataError("a value PostgreSQL refuses")
+        await real(connection, campaign, *args)
+
+    monkeypatch.setattr(module, "_insert", refuse)
+    with pytest.raises(asyncpg.exceptions.DataError):
+        await runner.pass_once()
+    assert await _drain(runner) == 5  # the healthy one, while the broken one is held back
+    fanned = dict(await pool.fetch("SELECT id, fanned_out FROM campaigns"))
+    assert fanned == {broken: 0, healthy: 5}

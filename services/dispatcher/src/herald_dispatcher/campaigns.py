@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from herald_common import outbox
 from herald_common.amqp import Publisher
+from herald_common.db import is_outage
 from herald_common.messages import InvalidDelivery, delivery_message, recipient_value
 from herald_common.outbox import OutboxMessage
 from herald_common.templates import Renderer, TemplateProblem, TemplateVersion, version_of
@@ -48,6 +50,10 @@ CAMPAIGNS_CHANNEL = "herald_campaigns"
 PUBLISHING = 4
 """Chunks being published at once: the next chunk is built while earlier ones wait for their
 confirms."""
+
+HOLD_BACK = 60.0
+"""Seconds a campaign whose chunk failed for its data (not an outage) waits before it is tried
+again, while the other campaigns go on."""
 
 PUBLISH_GRACE = 10.0
 """Seconds a fanned-out chunk's outbox rows wait before the relay may take them."""
@@ -88,6 +94,8 @@ class CampaignRunner(WokenLoop):
         self._versions: dict[UUID, TemplateVersion] = {}
         self._checked_at: float | None = None
         self._publishing: set[asyncio.Task[None]] = set()
+        self._held: dict[UUID, float] = {}
+        """Campaigns held back after a chunk failed for its data, until (monotonic)."""
 
     async def stop(self) -> None:
         await super().stop()
@@ -115,7 +123,8 @@ class CampaignRunner(WokenLoop):
     # -- fan-out --------------------------------------------------------------------------------
 
     async def fan_out_chunk(self) -> int:
-        created: list[_Notification] = []
+        now = time.monotonic()
+        self._held = {id: until for id, until in self._held.items() if until > now}
         async with self._pool.acquire() as connection, connection.transaction():
             campaign = await connection.fetchrow(
                 """SELECT id, project, channel, template_id, content, data, metadata, priority,
@@ -123,45 +132,22 @@ class CampaignRunner(WokenLoop):
                    FROM campaigns
                    WHERE finished_at IS NULL AND status IN ('pending', 'processing')
                      AND fanned_out < recipients AND (send_at IS NULL OR send_at <= now())
-                   ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"""
+                     AND NOT (id = ANY($1::uuid[]))
+                   ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED""",
+                list(self._held),
             )
             if campaign is None:
                 return 0
-            recipients = await connection.fetch(
-                """SELECT row_number, recipient, data FROM campaign_recipients
-                   WHERE campaign_id = $1 AND notification_id IS NULL
-                   ORDER BY row_number LIMIT $2""",
-                campaign["id"],
-                self._chunk_size,
-            )
-            version = await self._version(connection, campaign["template_id"])
-            now = datetime.now(UTC)
-            created = [self._notification(campaign, version, r, now) for r in recipients]
-            await _insert(connection, campaign, version, created, now)
-            messages = [n.message for n in created if n.message is not None]
-            # Due after a grace: the relay must not publish them beside ``_publish`` below; it
-            # takes over only what a crash left.
-            outbox_ids = await outbox.insert(connection, messages, delay=PUBLISH_GRACE)
-            await connection.execute(
-                """UPDATE campaign_recipients SET notification_id = x.n
-                   FROM unnest($2::int[], $3::uuid[]) AS x(r, n)
-                   WHERE campaign_id = $1 AND row_number = x.r""",
-                campaign["id"],
-                [r["row_number"] for r in recipients],
-                [n.id for n in created],
-            )
-            # fanned_out counts what this chunk found: a campaign whose rows ran out early
-            # (none should) is not picked again and again.
-            fanned = len(recipients) if recipients else None
-            await connection.execute(
-                """UPDATE campaigns SET status = 'processing',
-                       fanned_out = CASE WHEN $2::int IS NULL THEN recipients
-                                         ELSE fanned_out + $2 END,
-                       started_at = coalesce(started_at, now()), updated_at = now()
-                   WHERE id = $1""",
-                campaign["id"],
-                fanned,
-            )
+            try:
+                created, outbox_ids, messages = await self._fan_out(connection, campaign)
+            except Exception as exc:
+                if not is_outage(exc):
+                    # Bad data or a bug, which would fail the same way on the next pass: hold
+                    # this campaign back a while, so that it does not stop the others.
+                    self._held[campaign["id"]] = now + HOLD_BACK
+                    log.exception("fanning out a campaign failed; holding it back",
+                                  campaign_id=str(campaign["id"]), seconds=HOLD_BACK)  # fmt: skip
+                raise
         self._metrics.campaign_notifications.labels(campaign["channel"]).inc(len(created))
         failed = sum(1 for n in created if n.status == "failed")
         if failed:
@@ -174,6 +160,47 @@ class CampaignRunner(WokenLoop):
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
         return len(created)
+
+    async def _fan_out(
+        self, connection: PoolConnectionProxy[Any], campaign: asyncpg.Record
+    ) -> tuple[list[_Notification], list[int], list[OutboxMessage]]:
+        """One chunk of ``campaign`` inside the caller's transaction."""
+        recipients = await connection.fetch(
+            """SELECT row_number, recipient, data FROM campaign_recipients
+               WHERE campaign_id = $1 AND notification_id IS NULL
+               ORDER BY row_number LIMIT $2""",
+            campaign["id"],
+            self._chunk_size,
+        )
+        version = await self._version(connection, campaign["template_id"])
+        now = datetime.now(UTC)
+        created = [self._notification(campaign, version, r, now) for r in recipients]
+        await _insert(connection, campaign, version, created, now)
+        messages = [n.message for n in created if n.message is not None]
+        # Due after a grace: the relay must not publish them beside ``_publish`` below; it
+        # takes over only what a crash left.
+        outbox_ids = await outbox.insert(connection, messages, delay=PUBLISH_GRACE)
+        await connection.execute(
+            """UPDATE campaign_recipients SET notification_id = x.n
+               FROM unnest($2::int[], $3::uuid[]) AS x(r, n)
+               WHERE campaign_id = $1 AND row_number = x.r""",
+            campaign["id"],
+            [r["row_number"] for r in recipients],
+            [n.id for n in created],
+        )
+        # fanned_out counts what this chunk found: a campaign whose rows ran out early
+        # (none should) is not picked again and again.
+        fanned = len(recipients) if recipients else None
+        await connection.execute(
+            """UPDATE campaigns SET status = 'processing',
+                   fanned_out = CASE WHEN $2::int IS NULL THEN recipients
+                             ELSE fanned_out + $2 END,
+                   started_at = coalesce(started_at, now()), updated_at = now()
+               WHERE id = $1""",
+            campaign["id"],
+            fanned,
+        )
+        return created, outbox_ids, messages
 
     async def _publish(self, outbox_ids: list[int], messages: list[OutboxMessage]) -> None:
         """Publish the chunk now; what is not confirmed stays for the relay."""
