@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from yarl import URL
 
-from herald_api.nudge import OUTBOX_CHANNEL
+from herald_common.statuses import OUTBOX_CHANNEL
 from services.api.tests.support import (
     ClientFactory,
     StallingProxy,

@@ -35,6 +35,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from herald_common.messages import recipient_text
+from herald_common.statuses import CAMPAIGNS_CHANNEL, IN_FLIGHT
 from herald_common.templates import TemplateProblem, TemplateVersion
 
 from . import audit
@@ -80,8 +81,6 @@ from .templates import TemplateStore
 
 log = structlog.get_logger("herald_api.campaigns")
 
-CAMPAIGNS_CHANNEL = "herald_campaigns"
-"""NOTIFY channel that wakes the dispatcher's fan-out at once."""
 
 YIELD_EVERY = 500
 """Rows checked between two yields to the event loop: checking is CPU-bound."""
@@ -92,7 +91,6 @@ UPLOAD_RETRY_AFTER = 5
 MAX_BAD_ROWS_SHOWN = 1000
 """Bad rows reported in the response (all of them are counted)."""
 
-IN_FLIGHT = ("scheduled", "queued", "sending", "retrying")
 
 _COLUMNS = """c.id, c.project, c.name, c.channel, c.status, c.priority, c.send_at, c.recipients,
     c.skipped, c.fanned_out, c.created_at, c.started_at, c.finished_at,

@@ -25,13 +25,14 @@ from aiohttp import web
 from asyncpg.pool import PoolConnectionProxy
 
 from herald_common import outbox
+from herald_common.messages import InvalidDelivery, delivery_message
 from herald_common.schemas import Headers
 
 from . import audit
 from .bodies import parse_model, query_line, read_json
 from .broker import BrokerLink, Handoff
 from .database import Database
-from .deliveries import PendingMessage, delivery_message, recipient_value, traceparent_of
+from .deliveries import PendingMessage, recipient_value, traceparent_of
 from .errors import Conflict, FieldProblem, InvalidInput, NotFound
 from .models import PROJECT_PATTERN, DeadLetter, DeadLetterPage, RedriveFilter, RedriveResult
 from .notifications import parse_id
@@ -352,21 +353,25 @@ class DeadLetterStore:
         if not ids:
             return []
         rows = await connection.fetch(_REQUEUE, ids)
-        messages = [
-            delivery_message(
-                id=row["id"],
-                channel=row["channel"],
-                to=recipient_value(row["channel"], row["recipient"]),
-                content=row["content"],
-                metadata=row["metadata"],
-                correlation_id=row["correlation_id"],
-                created_at=row["created_at"],
-                attempt=row["first_attempt"],
-                traceparent=traceparent,
-                lane=row["priority"],
-            )
-            for row in rows
-        ]
+        try:
+            messages = [
+                delivery_message(
+                    id=row["id"],
+                    channel=row["channel"],
+                    to=recipient_value(row["channel"], row["recipient"]),
+                    content=row["content"],
+                    metadata=row["metadata"],
+                    correlation_id=row["correlation_id"],
+                    created_at=row["created_at"],
+                    attempt=row["first_attempt"],
+                    traceparent=traceparent,
+                    lane=row["priority"],
+                )
+                for row in rows
+            ]
+        except InvalidDelivery as exc:
+            # The stored notification no longer makes a valid delivery for the current schema.
+            raise Conflict(str(exc)) from None
         for message in messages:
             if message.notification_id in maybe_delivered:
                 message.headers[Headers.MAYBE_DELIVERED] = 1

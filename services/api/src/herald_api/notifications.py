@@ -18,7 +18,9 @@ from asyncpg.pool import PoolConnectionProxy
 from herald_common import outbox
 from herald_common.batching import Batcher
 from herald_common.db import is_bad_data
+from herald_common.messages import delivery_message
 from herald_common.outbox import OutboxMessage
+from herald_common.statuses import CANCELABLE
 from herald_common.topology import NORMAL
 
 from .bodies import (
@@ -34,7 +36,6 @@ from .correlation import stored_id
 from .database import Database
 from .deliveries import (
     PendingMessage,
-    delivery_message,
     recipient_text,
     recipient_value,
     traceparent_of,
@@ -64,9 +65,6 @@ log = structlog.get_logger("herald_api.notifications")
 _COLUMNS = """id, project, channel, recipient, content, metadata, status, correlation_id, attempts,
     last_error, failure_reason, provider, provider_message_id, next_attempt_at, created_at,
     updated_at, send_at, sent_at, template, priority, campaign_id"""
-
-CANCELABLE = ("scheduled", "queued", "retrying")
-"""Statuses a notification can be canceled in: nothing is being sent for it at the moment."""
 
 
 def parse_id(text: str) -> UUID:

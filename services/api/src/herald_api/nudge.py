@@ -14,12 +14,12 @@ import contextlib
 
 import structlog
 
+from herald_common.statuses import OUTBOX_CHANNEL
+
 from .database import Database
 
 log = structlog.get_logger("herald_api.nudge")
 
-OUTBOX_CHANNEL = "herald_outbox"
-"""The channel the relay listens on (``herald_dispatcher.relay.OUTBOX_CHANNEL``)."""
 
 INTERVAL = 1.0
 """Least seconds between two NOTIFYs."""

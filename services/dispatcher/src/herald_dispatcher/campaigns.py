@@ -37,6 +37,7 @@ from herald_common.amqp import Publisher
 from herald_common.db import is_outage
 from herald_common.messages import InvalidDelivery, delivery_message, recipient_value
 from herald_common.outbox import OutboxMessage
+from herald_common.statuses import CAMPAIGNS_CHANNEL, CANCELABLE, IN_FLIGHT
 from herald_common.templates import Renderer, TemplateProblem, TemplateVersion, version_of
 
 from .metrics import DispatcherMetrics
@@ -44,8 +45,6 @@ from .woken import WokenLoop
 
 log = structlog.get_logger("herald.campaigns")
 
-CAMPAIGNS_CHANNEL = "herald_campaigns"
-"""NOTIFY channel the API wakes the fan-out with (a new, resumed or canceled campaign)."""
 
 PUBLISHING = 4
 """Chunks being published at once: the next chunk is built while earlier ones wait for their
@@ -57,9 +56,6 @@ again, while the other campaigns go on."""
 
 PUBLISH_GRACE = 10.0
 """Seconds a fanned-out chunk's outbox rows wait before the relay may take them."""
-
-CANCELABLE = ("scheduled", "queued", "retrying")
-IN_FLIGHT = ("scheduled", "queued", "sending", "retrying")
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ import structlog
 
 from herald_common import outbox
 from herald_common.amqp import Publisher
+from herald_common.statuses import OUTBOX_CHANNEL
 
 from .metrics import DispatcherMetrics
 from .woken import WokenLoop
 
 log = structlog.get_logger("herald.relay")
 
-OUTBOX_CHANNEL = "herald_outbox"
 
 BACKLOG_REFRESH = 5.0
 """Seconds between counts of the rows in backoff (the gauge); a pass can be far more frequent."""
