@@ -64,6 +64,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rate", type=float, default=1000.0, help="single-post requests/s")
     parser.add_argument(
+        "--channel-replicas",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="durable-e2e: replicas of the channel service (2, as the peers run 2 processes)",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -143,6 +150,7 @@ async def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         n=args.n,
         rate=args.rate,
+        channel_replicas=args.channel_replicas,
         env=dict(item.split("=", 1) for item in args.env),
         trace_memory=args.trace_memory,
     )

@@ -63,6 +63,7 @@ class Options:
     quick: bool = False
     n: int | None = None
     rate: float = 1000.0
+    channel_replicas: int = 2
     duration: float | None = None
     env: dict[str, str] = field(default_factory=dict)
     trace_memory: list[str] = field(default_factory=list)
@@ -104,9 +105,16 @@ SERVICE_MODULES = {
     # benchmark measures Herald's own path (API, PostgreSQL, outbox, broker, channel runtime,
     # outcome events, dispatcher), not a mail server.
     "channel-instant": "herald_channel_email",
+    # A second replica of it: the durable scenario runs two, as the peers it is compared with
+    # run two worker processes (Dramatiq ``-p 2``, Celery ``-c 2``) and as Herald is deployed.
+    "channel-instant-2": "herald_channel_email",
 }
 
-SERVICE_ENV = {"channel-instant": {"HERALD_EMAIL_PROVIDERS": "sandbox"}}
+SERVICE_ENV = {
+    "channel-instant": {"HERALD_EMAIL_PROVIDERS": "sandbox"},
+    "channel-instant-2": {"HERALD_EMAIL_PROVIDERS": "sandbox"},
+}
+CHANNEL_REPLICAS = ("channel-instant", "channel-instant-2")
 
 
 @dataclass
@@ -133,7 +141,12 @@ class Stack:
         infra = bench.infra
         namespace = infra.new_namespace()
         database_url = await infra.new_database()
-        ports = {"api": free_port(), "dispatcher": free_port(), "channel": free_port()}
+        ports = {
+            "api": free_port(),
+            "dispatcher": free_port(),
+            "channel": free_port(),
+            "channel-instant-2": free_port(),
+        }
         env = {
             "HERALD_AMQP_URL": infra.amqp_url,
             "HERALD_DATABASE_URL": database_url,
@@ -153,12 +166,19 @@ class Stack:
         log_dir = bench.log_root / scenario
         log_dir.mkdir(parents=True, exist_ok=True)
         key = bench.options.env.get(BOOTSTRAP_KEY) or new_key()
-        service_env = {**SERVICE_ENV, "api": {BOOTSTRAP_KEY: key}}
+        service_env = {
+            **SERVICE_ENV,
+            "api": {BOOTSTRAP_KEY: key},
+            "channel-instant-2": {
+                **SERVICE_ENV["channel-instant-2"],
+                "HERALD_EMAIL_HTTP_PORT": str(ports["channel-instant-2"]),
+            },
+        }
         services = {
             name: BenchProcess(
                 name,
                 {**env, **service_env.get(name, {})},
-                ports["channel" if name.startswith("channel") else name],
+                ports.get(name) or ports["channel" if name.startswith("channel") else name],
                 log_dir,
                 module=module,
             )
@@ -371,7 +391,9 @@ async def bare_broker(bench: Bench, report: ScenarioReport, n: int) -> None:
 async def durable_e2e(bench: Bench, report: ScenarioReport, n: int) -> None:
     stack = await Stack.create(bench, report.name)
     try:
-        await stack.start("api", "dispatcher", "channel-instant")
+        replicas = CHANNEL_REPLICAS[: bench.options.channel_replicas]
+        await stack.start("api", "dispatcher", *replicas)
+        report.note(f"{len(replicas)} replica(s) of the channel service")
         outcome = await _deliver_through_batches(stack, report, n, timeout=60 + n / 300)
         if outcome is None:
             return
@@ -395,7 +417,8 @@ async def durable_e2e(bench: Bench, report: ScenarioReport, n: int) -> None:
                 report.row(f"delivered / {name}", f"{share:.0%}", f">= {share_target:.0%}",
                            share >= share_target)  # fmt: skip
         await _latency_rows(stack, report)
-        _memory_row(stack, report, "channel-instant")
+        for replica in replicas:
+            _memory_row(stack, report, replica)
     finally:
         await stack.stop()
 
