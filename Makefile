@@ -29,6 +29,20 @@ install: ## Install uv if it is missing (with pip), then the locked dependencies
 			|| python3 -m pip install --user --break-system-packages uv; \
 	}
 	uv sync --frozen
+	@# promtool (Debian's prometheus package) checks and unit-tests the alert rules in `make test`.
+	@command -v promtool >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "promtool not found: installing Debian's prometheus package"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+				|| { apt-get update -qq >/dev/null 2>&1 \
+					&& apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } \
+				|| echo "could not install it: the alert-rule tests will fail without promtool"; \
+		else \
+			echo "promtool not found; the alert-rule tests need it: sudo apt-get install prometheus" \
+				"(Debian, Ubuntu), or a release from https://prometheus.io/download/ on PATH"; \
+		fi; \
+	}
 
 lint: install ## ruff check, ruff format --check, mypy --strict, configuration docs up to date
 	uv run ruff check .

@@ -8,18 +8,50 @@ Every publish is persistent, mandatory and confirmed: a returned (unroutable) me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiormq.abc import ChannelFrame
 from aiormq.connection import FrameGenerator
 
 from .errors import PublishError, UnroutableError
+
+
+async def queue_counts(
+    connection: AbstractConnection, name: str, timeout: float
+) -> tuple[int, int]:
+    """(ready messages, consumers) of a queue, by a passive declare on a channel of its own,
+    closed after: a missing queue (``ChannelNotFoundEntity``) closes the channel it was
+    declared on. Bounded by ``timeout`` throughout."""
+    async with asyncio.timeout(timeout):
+        channel = await connection.channel()
+    try:
+        declared: Any
+        async with asyncio.timeout(timeout):
+            if isinstance(channel, AbstractRobustChannel):
+                # Not recorded for redeclaring on reconnect: it is only a question.
+                declared = await channel.declare_queue(name, passive=True, robust=False)
+            else:
+                declared = await channel.declare_queue(name, passive=True)
+        result = declared.declaration_result
+        return int(result.message_count or 0), int(result.consumer_count or 0)
+    finally:
+        # Bounded too: closing a channel of a connection that just died can hang.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await channel.close()
+
 
 MAX_UNCONFIRMED = 10_000
 """Publishes a channel may have awaiting the broker's confirm (or not even written, while the

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import loop
+from .control import ChannelControl
 from .logging import configure_logging
 from .service import Resources, Stop, serve
 from .settings import RetryPolicy, WorkerSettings
@@ -77,14 +78,26 @@ async def serve_channel(
             pool=resources.pool,
             registry=resources.registry,
         )
+        control = ChannelControl(
+            worker,
+            connection=resources.connection,
+            pool=resources.pool,
+            topology=resources.topology,
+            interval=settings.heartbeat_interval,
+        )
         try:
+            await control.prepare()  # paused by an operator: the worker starts paused
             await worker.start()
+            await control.start()
         except BaseException:
+            await control.stop()
+            await worker.stop()
             for provider in providers:
                 await provider.close()
             raise
 
         async def stop() -> None:
+            await control.stop()
             await worker.stop()
             for provider in providers:
                 await provider.close()

@@ -3,6 +3,9 @@
 Masking is a processor, so every log line passes through it whatever code emitted it: email
 addresses keep their first character and domain, phone numbers their last two digits, and
 credentials in URLs are removed.
+
+Inside a trace every line carries ``trace_id`` (32 hex digits) and ``span_id``: those of the
+current span, or, with no span current, the trace id of a ``traceparent`` bound to the context.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+
+from . import tracing
 
 _EMAIL = re.compile(r"(?<![\w.+-])([\w.+-])[\w.+-]*@([\w-]+(?:\.[\w-]+)+)")
 _PHONE = re.compile(r"(?<![\w+.-])\+?\d(?:[\s.-]?\d){6,13}(\d{2})(?![\w-])")
@@ -46,6 +51,23 @@ def mask_personal_data(
     return event_dict
 
 
+def add_trace_ids(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Add the current span's ``trace_id`` and ``span_id``; with none, the trace id of the bound
+    ``traceparent``, if any. An event that names its own ``trace_id`` keeps it."""
+    if "trace_id" in event_dict:
+        return event_dict
+    ids = tracing.current_trace_ids()
+    if ids is not None:
+        event_dict["trace_id"], event_dict["span_id"] = ids
+    elif (traceparent := event_dict.get("traceparent")) is not None:
+        trace_id = tracing.trace_id_of(traceparent)
+        if trace_id is not None:
+            event_dict["trace_id"] = trace_id
+    return event_dict
+
+
 def configure_logging(service: str, *, level: str = "INFO", fmt: str = "auto") -> None:
     """Configure structlog (and the stdlib loggers of libraries) for one service process."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -58,6 +80,7 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "auto") -
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         mask_personal_data,
+        add_trace_ids,  # after masking: hex ids are not personal data
     ]
     structlog.configure(
         processors=[

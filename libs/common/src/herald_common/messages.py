@@ -46,6 +46,7 @@ def delivery_message(
     traceparent: str | None,
     lane: str = NORMAL,
     validated: bool = False,
+    campaign_id: UUID | None = None,
 ) -> OutboxMessage:
     """The message for attempt ``attempt``, the first of a fresh attempt budget, routed to the
     work queue of ``lane``.
@@ -75,6 +76,8 @@ def delivery_message(
     headers: dict[str, Any] = {Headers.ATTEMPT: attempt, Headers.FIRST_ATTEMPT: attempt}
     if traceparent is not None:
         headers[Headers.TRACEPARENT] = traceparent
+    if campaign_id is not None:
+        headers[Headers.CAMPAIGN_ID] = str(campaign_id)
     return OutboxMessage(
         notification_id=id,
         routing_key=Topology.routing_key(queue_key_of(channel, to), lane),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,10 @@ from uuid import UUID
 
 import asyncpg
 
+from . import tracing
 from .amqp import Publisher
+from .channels import channel_of
+from .schemas import Headers
 from .text import safe_text
 
 if TYPE_CHECKING:
@@ -62,6 +66,22 @@ async def insert(
     return [ids[m.notification_id] for m in messages]
 
 
+def by_channel(routing_keys: Sequence[str]) -> Counter[str]:
+    """How many of the messages with these routing keys each channel has (for metrics)."""
+    return Counter(channel_of(key) for key in routing_keys)
+
+
+class Relayed(tuple[int, int]):
+    """What a relay pass did: ``(published, failed)``, and ``channels``: published by channel."""
+
+    channels: Counter[str]
+
+    def __new__(cls, published: int, failed: int, channels: Counter[str] | None = None) -> Relayed:
+        relayed = super().__new__(cls, (published, failed))
+        relayed.channels = channels if channels is not None else Counter()
+        return relayed
+
+
 async def publish(
     publisher: Publisher, exchange: str, messages: Sequence[OutboxMessage]
 ) -> list[bool]:
@@ -73,26 +93,54 @@ async def _publish_all(
     publisher: Publisher, exchange: str, messages: Sequence[OutboxMessage]
 ) -> list[Exception | None]:
     """Publish all messages, confirms in flight together; per message, None or its error."""
-    results = await asyncio.gather(
-        *(
-            publisher.publish(
-                exchange,
-                m.routing_key,
-                m.body,
-                headers=m.headers,
-                message_id=str(m.notification_id),
-                correlation_id=m.correlation_id,
-            )
-            for m in messages
-        ),
-        return_exceptions=True,
-    )
+    if tracing.enabled():
+        results = await asyncio.gather(
+            *(_publish_traced(publisher, exchange, m) for m in messages), return_exceptions=True
+        )
+    else:
+        results = await asyncio.gather(
+            *(
+                publisher.publish(
+                    exchange,
+                    m.routing_key,
+                    m.body,
+                    headers=m.headers,
+                    message_id=str(m.notification_id),
+                    correlation_id=m.correlation_id,
+                )
+                for m in messages
+            ),
+            return_exceptions=True,
+        )
     errors: list[Exception | None] = []
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, Exception):
             raise result  # cancellation and the like are not a failed publish
         errors.append(result if isinstance(result, Exception) else None)
     return errors
+
+
+async def _publish_traced(publisher: Publisher, exchange: str, m: OutboxMessage) -> None:
+    """A publish as a span of the notification's trace; the message carries the span on."""
+    stored = m.headers.get(Headers.TRACEPARENT)
+    with tracing.span(
+        f"publish {m.routing_key}",
+        traceparent=stored if isinstance(stored, str) else None,
+        kind=tracing.SpanKind.PRODUCER,
+        attributes={"herald.notification_id": str(m.notification_id)},
+    ):
+        headers = dict(m.headers)
+        traceparent = tracing.current_traceparent()
+        if traceparent is not None:
+            headers[Headers.TRACEPARENT] = traceparent
+        await publisher.publish(
+            exchange,
+            m.routing_key,
+            m.body,
+            headers=headers,
+            message_id=str(m.notification_id),
+            correlation_id=m.correlation_id,
+        )
 
 
 async def delete(connection: Executor, ids: list[int]) -> None:
@@ -118,8 +166,9 @@ async def relay_due(
     *,
     base_backoff: float = 1.0,
     max_backoff: float = MAX_BACKOFF,
-) -> tuple[int, int]:
-    """Publish up to ``limit`` due rows; returns (published, failed).
+) -> Relayed:
+    """Publish up to ``limit`` due rows; returns (published, failed) with the published rows
+    counted by channel.
 
     ``FOR UPDATE SKIP LOCKED`` keeps replicas of the relay off each other's rows. Rows of
     scheduled notifications fall due at their ``send_at``: publishing them queues them. A row whose
@@ -135,7 +184,7 @@ async def relay_due(
             limit,
         )
         if not rows:
-            return 0, 0
+            return Relayed(0, 0)
         messages = []
         for row in rows:
             headers = dict(row["headers"])
@@ -173,7 +222,9 @@ async def relay_due(
                 ],
                 [safe_text(str(e) or type(e).__name__)[:1000] for _, e in failed],
             )
-    return len(rows) - len(failed), len(failed)
+    return Relayed(
+        len(rows) - len(failed), len(failed), by_channel([r["routing_key"] for r in published])
+    )
 
 
 async def rows_in_backoff(executor: Executor) -> int:

@@ -23,11 +23,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
-from aio_pika.abc import AbstractConnection, AbstractRobustChannel
+from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import ChannelNotFoundEntity
+
+from .amqp import queue_counts
 
 log = structlog.get_logger("herald.ratelimit")
 
@@ -236,8 +238,7 @@ class ConsumerCountSource:
         errors: list[str] = []
         for name in self._queues:
             try:
-                async with asyncio.timeout(self._timeout):
-                    count = await self._read(name)
+                count = await self._read(name)
             except ChannelNotFoundEntity:
                 continue  # not declared yet: nobody consumes it
             except Exception as exc:
@@ -255,20 +256,8 @@ class ConsumerCountSource:
         return self._count
 
     async def _read(self, name: str) -> int:
-        channel = await self._connection.channel()
-        try:
-            declared: Any
-            if isinstance(channel, AbstractRobustChannel):
-                # Not recorded for redeclaring on reconnect: it is only a question.
-                declared = await channel.declare_queue(name, passive=True, robust=False)
-            else:
-                declared = await channel.declare_queue(name, passive=True)
-            return int(declared.declaration_result.consumer_count)
-        finally:
-            # Bounded too: closing a channel of a connection that just died can hang.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await channel.close()
+        _, consumers = await queue_counts(self._connection, name, self._timeout)
+        return consumers
 
     async def _run(self) -> None:
         while True:

@@ -164,6 +164,10 @@ class AttemptOutcome(BaseModel):
     finished_at: datetime
     next_attempt_at: datetime | None = None
     possible_duplicate: bool = False
+    traceparent: str | None = None
+    """The notification's trace (W3C), so the dispatcher's status write joins it."""
+    correlation_id: str | None = None
+    """The accepting request's correlation id, for the dispatcher's log lines."""
 
 
 class OutcomeBatch(BaseModel):
@@ -175,6 +179,9 @@ class OutcomeBatch(BaseModel):
 
 class Headers:
     """AMQP header names Herald owns (never ``x-``: RabbitMQ 4 drops client ``x-death``)."""
+
+    CAMPAIGN_ID = "herald-campaign-id"
+    """The campaign a notification belongs to (for log lines), absent for others."""
 
     ATTEMPT = "herald-attempt"
     """Number of the attempt this delivery is (1-based, counted over the notification's life)."""

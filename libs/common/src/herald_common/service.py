@@ -21,9 +21,11 @@ from prometheus_client import CollectorRegistry
 from .amqp import connect
 from .backoff import Backoff
 from .db import create_pool
+from .metrics import service_registry
 from .ops import ReadinessCheck, start_ops_server
 from .settings import CommonSettings
 from .topology import Topology
+from .tracing import configure_tracing
 
 log = structlog.get_logger("herald.service")
 T = TypeVar("T")
@@ -74,6 +76,17 @@ async def serve(
     name: str, settings: CommonSettings, http_host: str, http_port: int, start: Start
 ) -> None:
     """Connect, start the service, serve ops HTTP, and run until SIGTERM or SIGINT."""
+    shutdown_tracing = configure_tracing(f"herald-{name}")  # None unless OTEL_* asks for it
+    try:
+        await _serve(name, settings, http_host, http_port, start)
+    finally:
+        if shutdown_tracing is not None:
+            await shutdown_tracing()
+
+
+async def _serve(
+    name: str, settings: CommonSettings, http_host: str, http_port: int, start: Start
+) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,7 +119,7 @@ async def serve(
         log.info("reconnected to the broker; topology declared")
 
     connection.reconnect_callbacks.add(redeclare)
-    registry = CollectorRegistry()
+    registry = service_registry(name)
     resources = Resources(settings, pool, connection, registry, topology)
     started = asyncio.Event()
 

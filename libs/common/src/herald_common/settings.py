@@ -166,6 +166,16 @@ class WorkerSettings(CommonSettings):
         ),
     )
 
+    heartbeat_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=30,
+        description=(
+            "Seconds between a channel-service instance's heartbeats (what GET /v1/queues "
+            "reports of it), each of which also reads whether an operator paused the channel."
+        ),
+    )
+
     @property
     def lease_seconds(self) -> float:
         """How long a claimed attempt belongs to its delivery (claim, provider call, record)."""

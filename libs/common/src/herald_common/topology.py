@@ -113,6 +113,12 @@ class Topology:
         return f"{self.namespace}.events"
 
     @property
+    def control_exchange(self) -> str:
+        """Fanout exchange of operator commands to every channel-service instance (pause and
+        resume a channel); each instance binds an exclusive queue of its own to it."""
+        return f"{self.namespace}.control"
+
+    @property
     def outcomes_queue(self) -> str:
         return f"{self.namespace}.outcomes"
 
@@ -215,6 +221,7 @@ class Topology:
             self.dead_letter_exchange,
             self.events_exchange,
             self.delays_exchange,
+            self.control_exchange,
         ]
 
     async def declare(self, channel: AbstractChannel) -> None:
@@ -230,6 +237,9 @@ class Topology:
         )
         await channel.declare_exchange(
             self.delays_exchange, aio_pika.ExchangeType.HEADERS, durable=True
+        )
+        await channel.declare_exchange(
+            self.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True
         )
         # parked first: it is where the .dead queues dead-letter to.
         await channel.declare_queue(

@@ -40,7 +40,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import ChannelInvalidStateError
 from prometheus_client import CollectorRegistry
 
-from . import ledger
+from . import ledger, tracing
 from .amqp import Publisher
 from .backoff import Backoff
 from .batching import Batcher
@@ -212,6 +212,7 @@ class ChannelWorker:
         self._settings = settings
         self._policy = retry_policy
         self._metrics = WorkerMetrics.create(registry)
+        self._metrics.start(channel, [p.name for p in providers])
         # One event per work queue: a breaker change wakes the watcher of every queue it serves.
         self._breakers_changed: dict[str, asyncio.Event] = {
             key: asyncio.Event() for key in queue_keys(channel)
@@ -233,6 +234,8 @@ class ChannelWorker:
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._active: dict[tuple[Any, int], asyncio.Task[Any]] = {}
         self._stopping = asyncio.Event()
+        self._operator_paused = False
+        self._sent = 0
         self._consume_channel: AbstractChannel | None = None
         self._consumers: dict[tuple[str, str], tuple[AbstractQueue, str]] = {}
         """By (work queue key, lane): the consumer of each lane's queue."""
@@ -287,10 +290,15 @@ class ChannelWorker:
                 log.warning("no provider serves this queue; not consuming it",
                             queue=self._topology.work_queue(key))  # fmt: skip
                 continue
-            await self._consume(key)
             names = [h.name for h in route]
-            log.info("consuming", queues=self._topology.lane_queues(key),
-                     prefetch=self._settings.prefetch, providers=names)  # fmt: skip
+            if self._operator_paused:
+                # Started while an operator has the channel paused: stays paused until resumed.
+                log.warning("channel paused by an operator; not consuming",
+                            queues=self._topology.lane_queues(key))  # fmt: skip
+            else:
+                await self._consume(key)
+                log.info("consuming", queues=self._topology.lane_queues(key),
+                         prefetch=self._settings.prefetch, providers=names)  # fmt: skip
             self._watchers.append(asyncio.create_task(self._watch_breakers(key)))
 
     async def stop(self) -> None:
@@ -409,10 +417,13 @@ class ChannelWorker:
                     await queue.cancel(tag)
 
     async def _watch_breakers(self, key: str) -> None:
-        """While every provider a queue can use has its breaker open, consume nothing from it:
+        """Consume a queue's lanes or not, as the operator's pause and the breakers say.
+
+        While every provider a queue can use has its breaker open, consume nothing from it:
         messages wait in the broker, no attempt is burned. Resume once a breaker lets a trial in
         and no delivery of the queue is still held (those take the trials first), so that a
-        provider still down costs no more than the deliveries already held."""
+        provider still down costs no more than the deliveries already held. While an operator
+        has paused the channel (``set_paused``), consume nothing whatever the breakers say."""
         route = self._routes[key]
         changed = self._breakers_changed[key]
         queues = self._topology.lane_queues(key)
@@ -420,14 +431,17 @@ class ChannelWorker:
             try:
                 await changed.wait()
                 changed.clear()
+                if self._operator_paused:
+                    await self._cancel_consumers(key)
+                    continue
                 if not self._consuming_all(key):
-                    # A pause or resume that failed halfway (a broker blip): its lanes are
-                    # consumed again whatever the breakers say; if they are all still open,
-                    # the next check below pauses them once more.
+                    # Resumed by the operator, or a pause or resume that failed halfway (a
+                    # broker blip): its lanes are consumed again whatever the breakers say; if
+                    # they are all still open, the next check below pauses them once more.
                     await self._cancel_consumers(key)
                     await self._consume(key)
                     self._metrics.queue_paused.labels(self.channel, key).set(0)
-                    log.info("queues resumed after a failed pause or resume", queues=queues)
+                    log.info("queues consumed", queues=queues)
                 if not all(h.open for h in route):
                     continue
                 await self._cancel_consumers(key)
@@ -436,8 +450,10 @@ class ChannelWorker:
                 await self._until_resumable(key, route)
                 if self._stopping.is_set():
                     return
-                await self._consume(key)
                 self._metrics.queue_paused.labels(self.channel, key).set(0)
+                if self._operator_paused:
+                    continue  # the operator's resume consumes them again
+                await self._consume(key)
                 log.info("a provider's breaker lets calls through; queues resumed",
                          queues=queues)  # fmt: skip
             except asyncio.CancelledError:
@@ -448,6 +464,41 @@ class ChannelWorker:
                 log.exception("pausing or resuming a queue failed; trying again", queues=queues)
                 changed.set()
                 await self._stopped_within(1.0)
+
+    # -- an operator's pause, and what the heartbeat reports ------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._operator_paused
+
+    def set_paused(self, paused: bool) -> None:
+        """Stop (or resume) consuming every queue of the channel; deliveries already taken
+        finish. Before ``start``, it decides whether ``start`` consumes at all."""
+        if paused == self._operator_paused:
+            return
+        self._operator_paused = paused
+        self._metrics.channel_paused.labels(self.channel).set(1 if paused else 0)
+        log.warning("channel paused by an operator" if paused else "channel resumed by an operator")
+        for event in self._breakers_changed.values():
+            event.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries being worked on now."""
+        return len(self._in_flight)
+
+    @property
+    def sent(self) -> int:
+        """Deliveries this instance has concluded as sent since it started."""
+        return self._sent
+
+    def retry_queues(self) -> list[str]:
+        """The retry-tier queues of this channel's work queues."""
+        return [
+            self._topology.retry_queue(key, delay)
+            for key in queue_keys(self.channel)
+            for delay in self._policy.tier_delays()
+        ]
 
     async def _until_resumable(self, key: str, route: list[ProviderHandle]) -> None:
         while not self._stopping.is_set():
@@ -510,7 +561,7 @@ class ChannelWorker:
         finally:
             self._metrics.in_flight.labels(self.channel).dec()
             structlog.contextvars.unbind_contextvars(
-                "notification_id", "correlation_id", "attempt", "traceparent"
+                "notification_id", "campaign_id", "correlation_id", "attempt", "traceparent"
             )
 
     async def _requeue_later(self, message: AbstractIncomingMessage) -> None:
@@ -531,12 +582,36 @@ class ChannelWorker:
             await self._dead_letter(message.body, headers, "malformed", str(exc), message)
             await _ack(message)
             return
+        traceparent = _traceparent(headers)
         structlog.contextvars.bind_contextvars(
             notification_id=str(delivery.id),
+            campaign_id=headers.get(Headers.CAMPAIGN_ID),
             correlation_id=delivery.correlation_id or message.correlation_id,
             attempt=number,
-            traceparent=headers.get(Headers.TRACEPARENT),
+            traceparent=traceparent,
         )
+        if not tracing.enabled():
+            await self._handle_parsed(
+                _Copy(message, headers, queue_key, lane, delivery, number, first_number)
+            )
+            return
+        with tracing.span(
+            f"deliver {self.channel}",
+            traceparent=traceparent,
+            kind=tracing.SpanKind.CONSUMER,
+            attributes={
+                "herald.notification_id": str(delivery.id),
+                "herald.channel": self.channel,
+                "herald.attempt": number,
+                "herald.lane": lane,
+            },
+        ):
+            await self._handle_parsed(
+                _Copy(message, headers, queue_key, lane, delivery, number, first_number)
+            )
+
+    async def _handle_parsed(self, copy: _Copy) -> None:
+        delivery, number = copy.delivery, copy.number
         key = (delivery.id, number)
         earlier = self._active.get(key)
         if earlier is not None:
@@ -545,9 +620,7 @@ class ChannelWorker:
             await asyncio.wait({earlier}, timeout=self._settings.shutdown_timeout)
         self._active[key] = asyncio.current_task()  # type: ignore[assignment]
         try:
-            await self._handle_claimed(
-                _Copy(message, headers, queue_key, lane, delivery, number, first_number)
-            )
+            await self._handle_claimed(copy)
         finally:
             if self._active.get(key) is asyncio.current_task():
                 del self._active[key]
@@ -783,6 +856,13 @@ class ChannelWorker:
 
     async def _call(self, handle: ProviderHandle, delivery: Delivery) -> _Result:
         """Call one provider (inside its slot), bounded by its timeout; feed its breaker."""
+        if tracing.enabled():
+            with tracing.span(f"{handle.name} send", kind=tracing.SpanKind.CLIENT,
+                              attributes={"herald.provider": handle.name}):  # fmt: skip
+                return await self._call_provider(handle, delivery)
+        return await self._call_provider(handle, delivery)
+
+    async def _call_provider(self, handle: ProviderHandle, delivery: Delivery) -> _Result:
         provider, timeout = handle.name, handle.limits.timeout
         fault = True
         started = asyncio.get_running_loop().time()
@@ -836,6 +916,7 @@ class ChannelWorker:
             retry_after=outcome.retry_after,
         )
         if decided.kind == "sent":
+            self._sent += 1
             # Debug: a line per sent notification would cost more than the rest of the delivery;
             # the attempt row and the outcome event record it. Failures log at info and above.
             log.debug("sent", provider=provider, possible_duplicate=attempt.possible_duplicate)
@@ -866,6 +947,7 @@ class ChannelWorker:
                 ),
                 after_send=after_send,
             )
+            self._metrics.retries.labels(self.channel, provider or "unknown").inc()
             log.info("retry scheduled", delay=delay, error=error)
         else:
             assert decided.reason is not None
@@ -888,6 +970,8 @@ class ChannelWorker:
                     finished_at=finished_at,
                     next_attempt_at=next_attempt_at,
                     possible_duplicate=attempt.possible_duplicate,
+                    traceparent=tracing.current_traceparent() or _traceparent(copy.headers),
+                    correlation_id=attempt.delivery.correlation_id or message.correlation_id,
                 )
             ),
             after_send=after_send,
@@ -1004,6 +1088,13 @@ def _header_int_or(headers: Any, name: str, default: int) -> int:
         return int(dict(headers).get(name, default))
     except (TypeError, ValueError):
         return default
+
+
+def _traceparent(headers: dict[str, Any]) -> str | None:
+    value = headers.get(Headers.TRACEPARENT)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return value if isinstance(value, str) and len(value) <= 128 else None
 
 
 def _header_flag(headers: Any, name: str) -> bool:

@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
+from herald_common import tracing
 from herald_common.db import create_pool
+from herald_common.metrics import service_registry
 from herald_common.ops import add_ops_routes
 
-from . import audit, campaigns, dead_letters, keys, notifications, openapi, templates
+from . import audit, campaigns, dead_letters, keys, notifications, openapi, queues, templates
 from .audit import AUDIT_LOG, AuditLog
 from .auth import RATE_LIMITS, RateLimits, auth_middleware
 from .broker import BROKER, BrokerLink
@@ -31,6 +32,7 @@ from .keys import KEYS, KeyStore, ensure_bootstrap_key
 from .metrics import ApiMetrics, metrics_middleware
 from .notifications import NOTIFICATIONS, NotificationStore
 from .problems import problem_middleware
+from .queues import QUEUES, QueueControl
 from .settings import API_SETTINGS, ApiSettings
 from .templates import TEMPLATES, TemplateStore
 
@@ -78,6 +80,7 @@ async def _broker_and_stores(app: web.Application) -> AsyncIterator[None]:
     app[CAMPAIGNS] = CampaignStore(database, templates, settings)
     app[NOTIFICATIONS] = notifications
     app[DEAD_LETTERS] = DeadLetterStore(database, broker, settings.api_max_redrive)
+    app[QUEUES] = QueueControl(database, broker)
     try:
         yield
     finally:
@@ -86,12 +89,14 @@ async def _broker_and_stores(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: ApiSettings) -> web.Application:
-    registry = CollectorRegistry()
+    registry = service_registry("api")
     metrics = ApiMetrics.create(registry)
+    traced = tracing.server_middleware()  # None unless tracing is configured
     app = web.Application(
         client_max_size=settings.api_max_body_bytes,
         # Auth inside the problem middleware: its refusals are problem details like any other.
         middlewares=[
+            *([traced] if traced is not None else []),
             correlation_middleware,
             metrics_middleware(metrics),
             problem_middleware,
@@ -119,5 +124,6 @@ def create_app(settings: ApiSettings) -> web.Application:
     audit.add_routes(app)
     templates.add_routes(app)
     campaigns.add_routes(app)
+    queues.add_routes(app)
     openapi.add_routes(app)
     return app

@@ -19,7 +19,7 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
-from herald_common import outbox
+from herald_common import control, outbox
 from herald_common.amqp import Publisher, connect
 from herald_common.batching import Batcher
 from herald_common.topology import Topology
@@ -95,6 +95,30 @@ class BrokerLink:
         """Readiness: raises unless the broker link is up."""
         if not self.connected:
             raise ConnectionError("not connected to the broker")
+
+    @property
+    def topology(self) -> Topology:
+        return self._topology
+
+    async def queue_stats(self, names: Sequence[str]) -> dict[str, control.QueueStats | None]:
+        """Ready messages and consumers of each queue; all None while the link is down."""
+        connection = self._connection
+        if connection is None or not self.connected:
+            return dict.fromkeys(names)
+        return await control.queue_stats(connection, names)
+
+    async def tell_instances(self, command: control.ControlCommand) -> bool:
+        """Send a control command to every channel-service instance; False when it could not
+        be (they read the state from the database on their next heartbeat)."""
+        publisher = self._publisher
+        if publisher is None or not self.connected:
+            return False
+        try:
+            await control.tell_instances(publisher, self._topology, command)
+        except Exception as exc:
+            log.warning("control command not published", error=repr(exc))
+            return False
+        return True
 
     async def _connect_until_up(self) -> None:
         failures = 0
@@ -180,6 +204,12 @@ class BrokerLink:
             self._metrics.publish_failures.inc(failed)
             log.warning("messages left in the outbox for the relay", unconfirmed=failed)
         done = [p.outbox_id for p, ok in zip(pending, confirmed, strict=True) if ok]
+        if done:
+            published = [
+                p.message.routing_key for p, ok in zip(pending, confirmed, strict=True) if ok
+            ]
+            for channel, count in outbox.by_channel(published).items():
+                self._metrics.published.labels(channel).inc(count)
         try:
             async with self._database.connection() as connection:
                 await outbox.delete(connection, done)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from herald_common import tracing
 from herald_common.messages import recipient_text, recipient_value
 from herald_common.outbox import OutboxMessage
 
@@ -25,6 +26,11 @@ class PendingMessage:
 
 
 def traceparent_of(request: web.Request) -> str | None:
-    """The request's W3C ``traceparent``, if it has a well-formed one."""
+    """The trace the request's notifications join: the request's span when tracing is on (it
+    continues the request's own ``traceparent``), else the request's ``traceparent`` if it has a
+    well-formed one."""
+    current = tracing.current_traceparent()
+    if current is not None:
+        return current
     value = request.headers.get("traceparent", "").strip().lower()
     return value if _TRACEPARENT.match(value) else None

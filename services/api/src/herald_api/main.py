@@ -7,6 +7,7 @@ from aiohttp import web
 
 from herald_common.logging import configure_logging
 from herald_common.loop import loop_factory
+from herald_common.tracing import configure_tracing
 
 from .app import create_app
 from .settings import ApiSettings
@@ -18,8 +19,16 @@ def main() -> None:
     structlog.get_logger("herald_api").info(
         "starting", host=settings.api_host, port=settings.api_port, namespace=settings.namespace
     )
+    shutdown_tracing = configure_tracing("herald-api")
+    app = create_app(settings)
+    if shutdown_tracing is not None:
+
+        async def flush_spans(_: web.Application) -> None:
+            await shutdown_tracing()
+
+        app.on_cleanup.append(flush_spans)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         access_log=None,

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from herald_common.channels import CHANNELS
 from herald_common.metrics import LATENCY_BUCKETS
 
 
@@ -18,6 +19,7 @@ class ApiMetrics:
     request_seconds: Histogram
     accepted: Counter
     canceled: Counter
+    published: Counter
     publish_failures: Counter
     left_to_relay: Counter
     pending_publishes: Gauge
@@ -25,6 +27,14 @@ class ApiMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ApiMetrics:
+        metrics = cls._create(registry)
+        for channel in CHANNELS:  # zeros from the start, for alerts and rates
+            for counter in (metrics.accepted, metrics.canceled, metrics.published):
+                counter.labels(channel)
+        return metrics
+
+    @classmethod
+    def _create(cls, registry: CollectorRegistry) -> ApiMetrics:
         return cls(
             requests=Counter(
                 "herald_api_requests_total",
@@ -48,6 +58,13 @@ class ApiMetrics:
             canceled=Counter(
                 "herald_notifications_canceled_total",
                 "Notifications canceled through the API, by channel.",
+                ["channel"],
+                registry=registry,
+            ),
+            published=Counter(
+                "herald_notifications_published_total",
+                "Notifications the API published after commit and the broker confirmed, by "
+                "channel (the dispatcher's relay counts the rest under the same name).",
                 ["channel"],
                 registry=registry,
             ),

@@ -47,6 +47,8 @@ AuditAction = Literal[
     "campaign.pause",
     "campaign.resume",
     "campaign.cancel",
+    "channel.pause",
+    "channel.resume",
 ]
 AUDIT_ACTIONS: tuple[str, ...] = get_args(AuditAction)
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -808,4 +810,63 @@ class Problem(BaseModel):
     detail: str | None = None
     errors: list[FieldError] | None = Field(
         default=None, description="Every invalid field, for validation problems."
+    )
+
+
+# --- queue control ----------------------------------------------------------------------------
+
+
+class LaneQueue(BaseModel):
+    """One lane's work queue of a channel."""
+
+    queue: str = Field(description="The queue's name in the broker.")
+    key: str = Field(description="The work-queue key (`email`, `sms`, `push.fcm`, `push.webpush`).")
+    lane: Literal["high", "normal", "low"]
+    depth: int | None = Field(description="Messages ready; null when the broker did not answer.")
+    consumers: int | None = Field(description="Consumers; null when the broker did not answer.")
+
+
+class RetryTier(BaseModel):
+    """A retry tier (a TTL queue) of a channel's work queue."""
+
+    queue: str
+    key: str
+    depth: int | None
+
+
+class ChannelQueues(BaseModel):
+    """A channel's queues and what its live instances report."""
+
+    channel: str
+    paused: bool = Field(description="An operator paused the channel (every instance stops).")
+    instances: int = Field(description="Instances heard from in the last 30 seconds.")
+    paused_instances: int = Field(description="Of those, the ones not consuming for the pause.")
+    in_flight: int = Field(description="Deliveries the live instances are working on.")
+    delivered_per_second: float = Field(
+        description="Sent by the live instances over the last minute, per second."
+    )
+    lanes: list[LaneQueue]
+    retry_tiers: list[RetryTier]
+    dead_letter_queue: int | None = Field(
+        description="Messages in the channel's dead-letter queue, not yet stored by the dispatcher."
+    )
+    dead_letters: int = Field(description="Open dead letters stored for the channel.")
+
+
+class QueueOverview(BaseModel):
+    """Every channel's queues."""
+
+    channels: list[ChannelQueues]
+
+
+class ChannelState(BaseModel):
+    """A channel's operator state after a pause or resume."""
+
+    channel: str
+    paused: bool
+    delivered: bool = Field(
+        description=(
+            "The command reached the broker for every running instance; when false, instances "
+            "take the state from the database within a heartbeat (5 seconds by default)."
+        )
     )

@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from herald_common.channels import CHANNELS
 from herald_common.templates import NAME_PATTERN
 
 from .bodies import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
@@ -40,6 +41,7 @@ from .models import (
     CampaignAccepted,
     CampaignPage,
     CampaignRequest,
+    ChannelState,
     CreatedKey,
     DeadLetter,
     DeadLetterPage,
@@ -49,6 +51,7 @@ from .models import (
     NotificationDetail,
     NotificationPage,
     Problem,
+    QueueOverview,
     RedriveFilter,
     RedriveResult,
     Template,
@@ -71,6 +74,8 @@ _MODELS: list[tuple[type[BaseModel], Mode]] = [
     (Campaign, "serialization"),
     (CampaignAccepted, "serialization"),
     (CampaignPage, "serialization"),
+    (QueueOverview, "serialization"),
+    (ChannelState, "serialization"),
     (TemplateList, "serialization"),
     (ApiKey, "serialization"),
     (CreatedKey, "serialization"),
@@ -219,6 +224,13 @@ _ACTING_PROJECT = _query(
     "Act in this project (an admin key only); the key's own if not given.",
     {"type": "string", "pattern": PROJECT_PATTERN},
 )
+_CHANNEL = {
+    "name": "channel",
+    "in": "path",
+    "required": True,
+    "description": "The channel (an unknown one is a 404).",
+    "schema": {"type": "string", "enum": list(CHANNELS)},
+}
 _TEMPLATE_PATH = [
     {
         "name": "channel",
@@ -832,6 +844,43 @@ def openapi_document() -> dict[str, Any]:
                 )
             }
             for action, summary in _CAMPAIGN_STEERING.items()
+        },
+        "/v1/queues": {
+            "get": _reads_database(
+                {
+                    "security": _scope("admin"),
+                    "summary": "Every channel's queues: depth and consumers per lane, retry "
+                    "tiers, dead letters, in-flight deliveries, delivered/s, paused or not",
+                    "operationId": "getQueues",
+                    "responses": {"200": _ok("The queues.", ref(QueueOverview))},
+                }
+            ),
+        },
+        **{
+            f"/v1/channels/{{channel}}/{action}": {
+                "post": _reads_database(
+                    {
+                        "security": _scope("admin"),
+                        "summary": summary,
+                        "description": (
+                            "Every instance of the channel stops (or starts again) consuming "
+                            "its queues; deliveries already taken finish. Instances started "
+                            "while the channel is paused stay paused. Audited as "
+                            f"`channel.{action}`."
+                        ),
+                        "operationId": f"{action}Channel",
+                        "parameters": [_CHANNEL],
+                        "responses": {
+                            "200": _ok("The channel's state.", ref(ChannelState)),
+                            **_problems(404),
+                        },
+                    }
+                )
+            }
+            for action, summary in (
+                ("pause", "Pause a channel: every instance stops consuming"),
+                ("resume", "Resume a paused channel"),
+            )
         },
         "/healthz": {
             "get": {

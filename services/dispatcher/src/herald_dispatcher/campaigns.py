@@ -254,6 +254,7 @@ class CampaignRunner(WokenLoop):
                 attempt=1,
                 traceparent=None,
                 lane=campaign["priority"],
+                campaign_id=campaign["id"],
             )
         except (TemplateProblem, InvalidDelivery) as exc:
             reason = f"{exc.field}: {exc.reason}" if isinstance(exc, TemplateProblem) else str(exc)

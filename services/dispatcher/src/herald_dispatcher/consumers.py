@@ -27,6 +27,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
+from herald_common import tracing
 from herald_common.amqp import Publisher
 from herald_common.backoff import Backoff
 from herald_common.batching import Batcher
@@ -39,7 +40,7 @@ from herald_common.topology import OUTCOMES_ROUTING_KEY, Topology
 from .dead_letters import STORED, DeadLetter, read_dead_letter, store_dead_letters
 from .dead_outcomes import DeadOutcome, read_dead_outcome, store_dead_outcome
 from .metrics import DispatcherMetrics
-from .outcomes import apply_outcomes, outcome_batch_body, parse_outcomes
+from .outcomes import Finished, apply_outcomes, outcome_batch_body, parse_outcomes
 
 log = structlog.get_logger("herald.dispatcher")
 T = TypeVar("T")
@@ -113,11 +114,36 @@ class Consumers:
         )
 
     async def _apply(self, outcomes: list[AttemptOutcome]) -> list[None]:
-        await apply_outcomes(self._pool, outcomes)
+        if not tracing.enabled():
+            self._metrics.count_finished(await apply_outcomes(self._pool, outcomes))
+            _log_outcomes(outcomes)
+            return [None] * len(outcomes)
+        # One span for the batch, linked to every notification's trace; and in each trace a
+        # span of its own, so that a notification's trace shows its status written.
+        with tracing.span(
+            "apply outcomes",
+            kind=tracing.SpanKind.CONSUMER,
+            links=[o.traceparent for o in outcomes],
+            attributes={"herald.outcomes": len(outcomes)},
+        ):
+            self._metrics.count_finished(await apply_outcomes(self._pool, outcomes))
+        for outcome in outcomes:
+            with tracing.span(
+                f"outcome {outcome.disposition}",
+                traceparent=outcome.traceparent,
+                attributes={
+                    "herald.notification_id": str(outcome.notification_id),
+                    "herald.attempt": outcome.attempt,
+                },
+            ):
+                _log_outcomes([outcome])
         return [None] * len(outcomes)
 
     async def _store(self, letters: list[DeadLetter]) -> list[str]:
-        return await store_dead_letters(self._pool, letters)
+        failed: list[Finished] = []
+        verdicts = await store_dead_letters(self._pool, letters, failed)
+        self._metrics.count_finished(failed)
+        return verdicts
 
     async def start(self) -> None:
         """Consume every queue; on failure, ``stop`` releases what was opened."""
@@ -353,9 +379,7 @@ class Consumers:
                 error=repr(verdict),
             )
             minimal = letter.minimal()
-            verdicts = await self._settle(
-                lambda: store_dead_letters(self._pool, [minimal]), "a dead letter"
-            )
+            verdicts = await self._settle(lambda: self._store([minimal]), "a dead letter")
             if isinstance(verdicts, Exception):
                 raise Unstorable(repr(verdicts)) from verdicts
             verdict = verdicts[0]
@@ -413,4 +437,20 @@ class Consumers:
             "outcome message dead-lettered; stored in dead_outcomes",
             reason=dead.reason,
             error=dead.error,
+        )
+
+
+def _log_outcomes(outcomes: list[AttemptOutcome]) -> None:
+    """A line per applied outcome: debug for a sent one (a line per sent notification costs more
+    than writing its status), info for a retry or a failure."""
+    for outcome in outcomes:
+        emit = log.debug if outcome.disposition == "sent" else log.info
+        emit(
+            "outcome applied",
+            notification_id=str(outcome.notification_id),
+            correlation_id=outcome.correlation_id,
+            traceparent=outcome.traceparent,
+            attempt=outcome.attempt,
+            disposition=outcome.disposition,
+            provider=outcome.provider,
         )

@@ -25,6 +25,7 @@ from herald_common.schemas import Headers
 from herald_common.text import safe_json, safe_text
 
 from .headers import broker_reason, header_text, stored_headers
+from .outcomes import Finished
 
 STORED = "stored"
 """The verdict on a letter that was stored (every other verdict says why it was not)."""
@@ -140,9 +141,12 @@ def judge(
     return verdicts
 
 
-async def store_dead_letters(pool: asyncpg.Pool[Any], letters: list[DeadLetter]) -> list[str]:
+async def store_dead_letters(
+    pool: asyncpg.Pool[Any], letters: list[DeadLetter], failed: list[Finished] | None = None
+) -> list[str]:
     """Record the letters ``judge`` keeps and fail their notifications; per letter, ``STORED``
-    or why not (``open_exists``: the notification has an open dead letter already)."""
+    or why not (``open_exists``: the notification has an open dead letter already). The
+    notifications that became ``failed`` by it are added to ``failed``."""
     letters = [letter.cleaned() for letter in letters]
     ids = sorted({d.notification_id for d in letters if d.notification_id is not None})
     async with pool.acquire() as connection, connection.transaction():
@@ -188,17 +192,24 @@ async def store_dead_letters(pool: asyncpg.Pool[Any], letters: list[DeadLetter])
         }
         failing = [d for d in kept if d.id in inserted and d.notification_id in notifications]
         if failing:
-            await connection.execute(
+            changed = await connection.fetch(
                 """UPDATE notifications n
                    SET status = 'failed', failure_reason = d.reason,
                        last_error = COALESCE(d.last_error, n.last_error),
                        next_attempt_at = NULL, updated_at = now()
                    FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(id, reason, last_error)
-                   WHERE n.id = d.id""",
+                   WHERE n.id = d.id
+                   RETURNING n.id, n.channel, n.priority, n.failure_reason""",
                 [d.notification_id for d in failing],
                 [d.reason for d in failing],
                 [d.last_error for d in failing],
             )
+            if failed is not None:
+                failed.extend(
+                    Finished(r["channel"], "failed", r["priority"], reason=r["failure_reason"])
+                    for r in changed
+                    if notifications[r["id"]].status != "failed"
+                )
     return [
         "open_exists" if v == STORED and d.id not in inserted else v
         for d, v in zip(letters, verdicts, strict=True)

@@ -18,6 +18,7 @@ from .consumers import Consumers
 from .metrics import DispatcherMetrics
 from .parked import ParkedWatch
 from .relay import OutboxRelay
+from .sampler import MetricsSampler
 from .settings import DispatcherSettings
 
 
@@ -43,6 +44,7 @@ class Dispatcher:
         self._relay: OutboxRelay | None = None
         self._watch: ParkedWatch | None = None
         self._campaigns: CampaignRunner | None = None
+        self._sampler: MetricsSampler | None = None
 
     async def start(self) -> None:
         try:
@@ -95,13 +97,23 @@ class Dispatcher:
             self.metrics.parked_messages,
             settings.parked_check_interval,
         )
-        await self._watch.start()
+        await self._watch.start(now=True)
+        self._sampler = MetricsSampler(
+            self._pool,
+            self._connection,
+            topology,
+            self.metrics,
+            settings.metrics_sample_interval,
+        )
+        await self._sampler.start(now=True)
 
     async def stop(self) -> None:
         await self._release()
 
     async def _release(self) -> None:
         # Producers of work first (relay, consumers), then the publisher they share.
+        if self._sampler is not None:
+            await self._sampler.stop()
         if self._watch is not None:
             await self._watch.stop()
         if self._campaigns is not None:
@@ -114,6 +126,7 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await self._publisher.close()
         self._watch = self._relay = None
+        self._sampler = None
         self._campaigns = None
         self._consumers = None
         self._publisher = None

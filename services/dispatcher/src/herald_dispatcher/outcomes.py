@@ -83,7 +83,24 @@ def _clean(text: str | None) -> str | None:
     return None if text is None else safe_text(text)
 
 
-async def apply_outcomes(pool: asyncpg.Pool[Any], outcomes: list[AttemptOutcome]) -> None:
+@dataclass(frozen=True)
+class Finished:
+    """A notification an outcome (or a dead letter) moved to ``sent`` or ``failed``: what the
+    dispatcher's metrics count, once per change of status."""
+
+    channel: str
+    status: str
+    lane: str = "normal"
+    provider: str | None = None
+    reason: str | None = None
+    seconds: float | None = None
+    """Sent: from acceptance (or ``send_at``, when later) to sent."""
+
+
+FINISHED = ("sent", "failed")
+
+
+async def apply_outcomes(pool: asyncpg.Pool[Any], outcomes: list[AttemptOutcome]) -> list[Finished]:
     """Move each notification to the status its latest attempt's outcome implies.
 
     An outcome never overrides a later attempt (``attempts``), a final status, or a redrive:
@@ -91,7 +108,8 @@ async def apply_outcomes(pool: asyncpg.Pool[Any], outcomes: list[AttemptOutcome]
     is the truth arriving late: a ``sent`` outcome of the current generation turns a ``failed``
     notification into ``sent`` (e.g. a delivery whose channel closed under it sent it after the
     broker had given up on its message), so it is not redriven and sent again. Text from the
-    provider is cleaned first (PostgreSQL stores neither NUL nor lone surrogates).
+    provider is cleaned first (PostgreSQL stores neither NUL nor lone surrogates). Returns the
+    notifications whose status became ``sent`` or ``failed``.
     """
     latest: dict[uuid.UUID, AttemptOutcome] = {}
     for outcome in outcomes:
@@ -102,15 +120,29 @@ async def apply_outcomes(pool: asyncpg.Pool[Any], outcomes: list[AttemptOutcome]
     async with pool.acquire() as connection, connection.transaction():
         # Row locks in id order, as the channel workers' claims and the redrive take them: an
         # UPDATE ... FROM unnest locks in whatever order its join yields, and deadlocks them.
-        await connection.execute(
-            """SELECT 1 FROM notifications WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
+        locked = await connection.fetch(
+            """SELECT id, status FROM notifications WHERE id = ANY($1::uuid[])
+               ORDER BY id FOR UPDATE""",
             [o.notification_id for o in rows],
         )
-        await _update(connection, rows)
+        was = {r["id"]: r["status"] for r in locked}
+        changed = await _update(connection, rows)
+    return [
+        Finished(
+            r["channel"],
+            r["status"],
+            r["priority"],
+            r["provider"],
+            r["failure_reason"],
+            r["seconds"],
+        )
+        for r in changed
+        if r["status"] in FINISHED and was.get(r["id"]) != r["status"]
+    ]
 
 
-async def _update(connection: Any, rows: list[AttemptOutcome]) -> None:
-    await connection.execute(
+async def _update(connection: Any, rows: list[AttemptOutcome]) -> list[asyncpg.Record]:
+    return await connection.fetch(  # type: ignore[no-any-return]
         """UPDATE notifications n SET
                status = o.status,
                attempts = GREATEST(n.attempts, o.attempt),
@@ -131,7 +163,10 @@ async def _update(connection: Any, rows: list[AttemptOutcome]) -> None:
                      finished_at, next_attempt_at)
            WHERE n.id = o.id AND o.attempt >= n.first_attempt
              AND ((n.attempts <= o.attempt AND n.status NOT IN ('sent', 'failed', 'canceled'))
-                  OR (o.status = 'sent' AND n.status = 'failed'))""",
+                  OR (o.status = 'sent' AND n.status = 'failed'))
+           RETURNING n.id, n.status, n.channel, n.priority, n.provider, n.failure_reason,
+                     EXTRACT(EPOCH FROM n.sent_at - GREATEST(n.created_at, n.send_at))::float8
+                         AS seconds""",
         [o.notification_id for o in rows],
         [o.attempt for o in rows],
         [o.result for o in rows],

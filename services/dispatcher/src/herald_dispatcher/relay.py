@@ -52,10 +52,13 @@ class OutboxRelay(WokenLoop):
         self._metrics.outbox_in_backoff.set(await outbox.rows_in_backoff(self._pool))
 
     async def run_pass(self) -> bool:
-        published, failed = await outbox.relay_due(
+        relayed = await outbox.relay_due(
             self._pool, self._publisher, self._exchange, self._batch_size
         )
+        published, failed = relayed
         self._metrics.outbox_relayed.inc(published)
+        for channel, count in relayed.channels.items():
+            self._metrics.published.labels(channel).inc(count)
         self._metrics.outbox_failures.inc(failed)
         if failed:
             log.warning(

@@ -45,3 +45,10 @@ class DispatcherSettings(CommonSettings):
         description="Seconds between checks of the parked queue's depth (metric "
         "`herald_parked_messages`; an error is logged while it is not empty).",
     )
+    metrics_sample_interval: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between samples of the outbox and scheduled backlogs, campaigns and "
+        "every queue's depth and consumers (the `herald_queue_*`, `herald_outbox_backlog`, ... "
+        "gauges).",
+    )
