@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
-from herald_common import ledger, outbox
+from herald_common import control, ledger, outbox
 from herald_common.db import create_pool
 from herald_common.ledger import Claim, RecordedResult
 from herald_common.schemas import AttemptOutcome
+from herald_common.topology import Topology
+from herald_dispatcher.metrics import DispatcherMetrics
 from herald_dispatcher.outcomes import apply_outcomes
+from herald_dispatcher.sampler import MetricsSampler
 
 GROWN_TO = 100_000
 BATCH = 20
@@ -132,3 +136,51 @@ async def test_rows_read_per_notification_stay_flat_as_the_tables_grow(database_
     finally:
         await pool.close()
         await database.close()
+
+
+SAMPLE_ROWS_BOUND = 1_000
+"""The dispatcher's samples and GET /v1/queues read the backlogs they count, never the tables:
+with nothing scheduled, due or waiting, a sample reads next to no rows whatever the tables hold."""
+
+
+async def test_samples_and_the_queue_overview_stay_on_their_indexes(database_url: str) -> None:
+    database: asyncpg.Connection[Any] = await asyncpg.connect(database_url)
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    metrics = DispatcherMetrics.create(CollectorRegistry())
+    sampler = MetricsSampler(pool, cast(Any, None), Topology("plans"), metrics, interval=60)
+    try:
+        for _ in range(ROUNDS):  # prepared and planned while the tables are empty
+            await sampler.sample_database()
+            await _overview_queries(pool)
+        await _grow(database)
+        await database.execute(
+            """INSERT INTO dead_letters (id, notification_id, channel, reason, body, headers,
+                                         dead_lettered_at, resolved_at, resolution)
+               SELECT gen_random_uuid(), NULL, 'email', 'permanent_failure', '', '{}', now(),
+                      now(), 'discarded'
+               FROM generate_series(1, $1)""",
+            GROWN_TO,
+        )
+        await _flush_statistics(database)
+        before = await _rows_read(database)
+        for _ in range(ROUNDS):
+            await sampler.sample_database()
+            await _overview_queries(pool)
+        await _flush_statistics(pool)
+        read = await _rows_read(database) - before
+        assert read <= SAMPLE_ROWS_BOUND, f"{read:,} rows read by {ROUNDS} samples"
+        assert metrics.scheduled._value.get() == 0
+    finally:
+        await pool.close()
+        await database.close()
+
+
+async def _overview_queries(pool: asyncpg.Pool[Any]) -> None:
+    """What GET /v1/queues reads of the database."""
+    async with pool.acquire() as connection:
+        await control.paused_channels(connection)
+        await control.live_instances(connection)
+        await connection.fetch(
+            "SELECT channel, count(*) AS n FROM dead_letters WHERE resolved_at IS NULL "
+            "GROUP BY channel"
+        )
