@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -70,10 +71,14 @@ class WorkerMetrics:
     retries: Counter
     channel_paused: Gauge
 
-    def start(self, channel: str, providers: list[str]) -> None:
+    def start(self, channel: str, providers: list[str], queue_keys: Sequence[str]) -> None:
         """Create the series known in advance, so alerts and rates see zeros from the start."""
+        for key in queue_keys:
+            self.queue_paused.labels(channel, key).set(0)
+        self.skipped.labels(channel)
         for provider in providers:
             self.retries.labels(channel, provider)
+            self.rate_limit_wait.labels(channel, provider)
             for result in ("sent", "transient_failure", "permanent_failure"):
                 self.deliveries.labels(channel, provider, result)
         for reason in DEAD_LETTER_REASONS:

@@ -212,7 +212,7 @@ class ChannelWorker:
         self._settings = settings
         self._policy = retry_policy
         self._metrics = WorkerMetrics.create(registry)
-        self._metrics.start(channel, [p.name for p in providers])
+        self._metrics.start(channel, [p.name for p in providers], queue_keys(channel))
         # One event per work queue: a breaker change wakes the watcher of every queue it serves.
         self._breakers_changed: dict[str, asyncio.Event] = {
             key: asyncio.Event() for key in queue_keys(channel)
