@@ -180,7 +180,4 @@ async def _overview_queries(pool: asyncpg.Pool[Any]) -> None:
     async with pool.acquire() as connection:
         await control.paused_channels(connection)
         await control.live_instances(connection)
-        await connection.fetch(
-            "SELECT channel, count(*) AS n FROM dead_letters WHERE resolved_at IS NULL "
-            "GROUP BY channel"
-        )
+        await control.open_dead_letters(connection)

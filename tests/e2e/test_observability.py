@@ -336,6 +336,57 @@ class Observed:
         return [i for ids in self.ids.values() for i in ids]
 
 
+async def test_a_pause_takes_back_what_the_instances_hold_but_have_not_sent(
+    system_factory: Callable[..., HeraldSystem],
+) -> None:
+    """A pause stops what the instances have fetched (up to their prefetch) too: only the sends
+    already at the provider finish; the rest go back to the queue unclaimed, and after a resume
+    every notification arrives exactly once."""
+    system = system_factory(
+        email_replicas=2,
+        **RETRIES,
+        **FAST_CONTROL,
+        HERALD_EMAIL_SMTP_CONNECTIONS="2",
+        HERALD_EMAIL_PREFETCH="100",
+    )
+    await system.start()
+    try:
+        system.smtp.delay(1.5)  # each of the 2 x 2 connections holds one mail 1.5 s
+        recipients = [f"held{i}@example.com" for i in range(60)]
+        ids = await system.post_batch([email(r, "Held") for r in recipients])
+        await eventually(
+            lambda: asyncio.sleep(0, system.smtp.in_data),
+            lambda n: n > 0,
+            20,
+            "sends under way",
+        )
+        status, _, body = await steer(system, "email", "pause")
+        assert status == 200, body
+        await eventually(
+            lambda: queues(system),
+            lambda s: s["paused_instances"] == 2 and s["in_flight"] == 0,
+            30,
+            "the paused instances finish what they were sending and hold nothing",
+        )
+        sent_while_pausing = len(system.smtp.received)
+        # At most what was at the relay when the pause came, and a few more that had claimed.
+        assert sent_while_pausing <= 12, sent_while_pausing
+        state = await queues(system)
+        assert depth(state) == len(recipients) - sent_while_pausing
+        await asyncio.sleep(2.5)
+        assert len(system.smtp.received) == sent_while_pausing
+
+        system.smtp.delay(0)
+        status, _, body = await steer(system, "email", "resume")
+        assert status == 200, body
+        final = await system.wait_for(ids, timeout=90)
+        assert {b["status"] for b in final.values()} == {"sent"}
+        await asyncio.sleep(1.0)
+        assert system.smtp.counts() == Counter(ids)
+    finally:
+        await system.stop()
+
+
 def _register_retry_tiers(infra: Infra, namespace: str, overrides: dict[str, str]) -> None:
     """As ``system_factory`` does: the tier queues the services declare, for the cleanup."""
     for variable in (

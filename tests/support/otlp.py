@@ -55,6 +55,8 @@ class ReceivedSpan:
     """(trace_id, span_id) of each link."""
     status: str = "unset"
     """``unset``, ``ok`` or ``error``."""
+    events: list[str] = field(default_factory=list)
+    """The names of the span's events (``exception`` for a recorded exception)."""
     scope: str = ""
     """Name of the instrumentation scope (``herald``, ``opentelemetry.instrumentation...``)."""
 
@@ -99,6 +101,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                         attributes=_attributes(span.attributes),
                         links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
                         status=_STATUS.get(span.status.code, str(span.status.code)),
+                        events=[event.name for event in span.events],
                         scope=scope_spans.scope.name,
                     )
                 )

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import aio_pika
 import asyncpg
 import structlog
 from aio_pika.abc import (
@@ -50,6 +51,9 @@ INSTANCE_GONE_AFTER = 30.0
 FORGET_AFTER = 600.0
 """Seconds without a heartbeat after which an instance's row is deleted."""
 
+CONTROL_QUEUE_EXPIRES_MS = 600_000
+"""An instance's control queue is deleted after this long unused (it died without cleaning up)."""
+
 SENT_WINDOW = 60.0
 """``sent_last_minute`` covers this many seconds."""
 
@@ -58,10 +62,14 @@ SENT_WINDOW = 60.0
 class ControlCommand:
     channel: str
     paused: bool
+    generation: int
+    """The change's number (``channel_controls.generation``): only a newer one is obeyed."""
 
 
 def command_body(command: ControlCommand) -> bytes:
-    return json.dumps({"channel": command.channel, "paused": command.paused}).encode()
+    return json.dumps(
+        {"channel": command.channel, "paused": command.paused, "generation": command.generation}
+    ).encode()
 
 
 def parse_command(body: bytes) -> ControlCommand:
@@ -72,19 +80,24 @@ def parse_command(body: bytes) -> ControlCommand:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
-    channel, paused = data.get("channel"), data.get("paused")
+    channel, paused, generation = data.get("channel"), data.get("paused"), data.get("generation")
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
     if not isinstance(paused, bool):
         raise ValueError("paused must be true or false")
-    return ControlCommand(channel, paused)
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 1:
+        raise ValueError("generation must be a positive integer")
+    return ControlCommand(channel, paused, generation)
 
 
-async def read_paused(executor: Executor, channel: str) -> bool:
-    paused = await executor.fetchval(
-        "SELECT paused FROM channel_controls WHERE channel = $1", channel
+async def read_paused(executor: Executor, channel: str) -> ControlCommand:
+    """The channel's state as a command (generation 0: never paused)."""
+    row = await executor.fetchrow(
+        "SELECT paused, generation FROM channel_controls WHERE channel = $1", channel
     )
-    return bool(paused)
+    if row is None:
+        return ControlCommand(channel, False, 0)
+    return ControlCommand(channel, row["paused"], row["generation"])
 
 
 async def paused_channels(executor: Executor) -> dict[str, bool]:
@@ -92,21 +105,45 @@ async def paused_channels(executor: Executor) -> dict[str, bool]:
     return {r["channel"]: r["paused"] for r in rows}
 
 
-async def write_paused(executor: Executor, channel: str, paused: bool, actor: str | None) -> None:
-    await executor.execute(
-        """INSERT INTO channel_controls (channel, paused, changed_at, changed_by)
-           VALUES ($1, $2, now(), $3)
+async def write_paused(
+    executor: Executor, channel: str, paused: bool, actor: str | None
+) -> ControlCommand:
+    """Store the change under the next generation; returns it as the command to tell."""
+    generation = await executor.fetchval(
+        """INSERT INTO channel_controls (channel, paused, generation, changed_at, changed_by)
+           VALUES ($1, $2, 1, now(), $3)
            ON CONFLICT (channel) DO UPDATE
-           SET paused = EXCLUDED.paused, changed_at = now(), changed_by = EXCLUDED.changed_by""",
+           SET paused = EXCLUDED.paused, generation = channel_controls.generation + 1,
+               changed_at = now(), changed_by = EXCLUDED.changed_by
+           RETURNING generation""",
         channel,
         paused,
         actor,
     )
+    return ControlCommand(channel, paused, int(generation))
 
 
 async def tell_instances(publisher: Publisher, topology: Topology, command: ControlCommand) -> None:
     """Publish ``command`` to every instance (confirmed; raises when the broker refuses)."""
     await publisher.publish(topology.control_exchange, "", command_body(command))
+
+
+OPEN_DEAD_LETTERS_CAP = 100_000
+"""Open dead letters counted per channel at most (a count must stay cheap)."""
+
+
+async def open_dead_letters(executor: Executor) -> dict[str, int]:
+    """Per channel, the open dead letters of notifications (on the partial index
+    ``dead_letters_one_open``; a malformed message's letter, of no notification, is not
+    counted), at most ``OPEN_DEAD_LETTERS_CAP`` in all."""
+    rows = await executor.fetch(
+        f"""SELECT channel, count(*) AS n
+            FROM (SELECT channel FROM dead_letters
+                  WHERE resolved_at IS NULL AND notification_id IS NOT NULL
+                  LIMIT {OPEN_DEAD_LETTERS_CAP}) open
+            GROUP BY channel"""
+    )
+    return {r["channel"]: int(r["n"]) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -161,8 +198,9 @@ QUEUE_TIMEOUT = 5.0
 async def queue_stats(
     connection: AbstractConnection, names: Sequence[str]
 ) -> dict[str, QueueStats | None]:
-    """Ready messages and consumers of each queue; None for a queue that does not exist (or
-    did not answer: a broker blip)."""
+    """Ready messages and consumers of each queue; None for a queue that does not exist. Raises
+    ``QueuesUnreadable`` on the first queue the broker does not answer for (down, or hung): one
+    timeout, not one per queue."""
     stats: dict[str, QueueStats | None] = {}
     for name in names:
         try:
@@ -171,11 +209,13 @@ async def queue_stats(
             stats[name] = None
             continue
         except Exception as exc:
-            log.info("cannot read a queue's counts", queue=name, error=repr(exc))
-            stats[name] = None
-            continue
+            raise QueuesUnreadable(f"{name}: {exc!r}") from exc
         stats[name] = QueueStats(messages, consumers)
     return stats
+
+
+class QueuesUnreadable(Exception):
+    """The broker did not answer for a queue's counts."""
 
 
 class ControlledWorker(Protocol):
@@ -220,19 +260,38 @@ class ChannelControl(Periodic):
         self._topology = topology
         self.instance = instance_name()
         self._channel: AbstractChannel | None = None
+        self._generation = -1
+        """The newest change obeyed (a heartbeat's read, or a command)."""
         self._sent: collections.deque[tuple[float, int]] = collections.deque()
 
     async def prepare(self) -> None:
         """Before the worker starts: take the channel's paused state from PostgreSQL."""
-        self._worker.set_paused(await read_paused(self._pool, self._worker.channel))
+        self._obey(await read_paused(self._pool, self._worker.channel))
+
+    def _obey(self, command: ControlCommand) -> None:
+        if command.channel == self._worker.channel and command.generation > self._generation:
+            self._generation = command.generation
+            self._worker.set_paused(command.paused)
 
     async def start(self, *, now: bool = False) -> None:
         """Listen for commands and start the heartbeat (after the worker started)."""
         self._channel = await self._connection.channel(publisher_confirms=False)
-        exchange = await self._channel.get_exchange(self._topology.control_exchange, ensure=False)
-        # Exclusive and server-named: the robust channel declares and binds it again after a
-        # reconnect, and the broker removes it with the connection.
-        queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        # Declared (not only looked up), so that the robust channel declares the exchange again
+        # after a reconnect, before it binds the queue: a broker that lost its definitions then
+        # gets it back instead of failing the whole connection's restore.
+        exchange = await self._channel.declare_exchange(
+            self._topology.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        # This instance's own queue: not exclusive (after a network partition the broker may
+        # still hold the old connection, and an exclusive queue would refuse the reconnect's
+        # declare and fail the restore of the whole connection); deleted when its consumer goes
+        # (auto-delete) or after ten idle minutes (x-expires), declared again on reconnect.
+        queue = await self._channel.declare_queue(
+            f"{self._topology.control_exchange}.{self.instance}",
+            durable=True,
+            auto_delete=True,
+            arguments={"x-queue-type": "classic", "x-expires": CONTROL_QUEUE_EXPIRES_MS},
+        )
         await queue.bind(exchange)
         await queue.consume(self._on_command)
         await super().start(now=True)
@@ -257,22 +316,25 @@ class ChannelControl(Periodic):
                 # heartbeat reads it.
                 log.warning("malformed control message dropped", error=str(exc))
                 return
-            if command.channel == self._worker.channel:
-                self._worker.set_paused(command.paused)
+            self._obey(command)
 
     def _sent_last_minute(self) -> int:
+        """Sends per minute over the last minute: from the oldest sample within it, over the time
+        that sample really covers (less after a start, more after heartbeats failed)."""
         now, sent = asyncio.get_running_loop().time(), self._worker.sent
         self._sent.append((now, sent))
         while len(self._sent) > 1 and self._sent[1][0] <= now - SENT_WINDOW:
             self._sent.popleft()
-        return sent - self._sent[0][1]
+        since, before = self._sent[0]
+        if now - since <= 0:
+            return 0
+        return round((sent - before) * SENT_WINDOW / (now - since))
 
     async def tick(self) -> None:
         """The heartbeat: the paused state read (and obeyed), this instance's report written."""
         worker = self._worker
         async with self._pool.acquire() as connection:
-            paused = await read_paused(connection, worker.channel)
-            worker.set_paused(paused)
+            self._obey(await read_paused(connection, worker.channel))
             await connection.execute(
                 """INSERT INTO channel_instances
                        (instance, channel, in_flight, sent_last_minute, paused, retry_queues)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -88,6 +89,15 @@ class WorkerMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
+        """The worker metrics of ``registry``, registered once: a service whose start failed
+        halfway builds its worker again on the same registry."""
+        existing = _WORKER_METRICS.get(registry)
+        if existing is None:
+            existing = _WORKER_METRICS[registry] = cls._create(registry)
+        return existing
+
+    @classmethod
+    def _create(cls, registry: CollectorRegistry) -> WorkerMetrics:
         return cls(
             deliveries=Counter(
                 "herald_deliveries_total",
@@ -158,3 +168,8 @@ class WorkerMetrics:
                 registry=registry,
             ),
         )
+
+
+_WORKER_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, WorkerMetrics] = (
+    weakref.WeakKeyDictionary()
+)

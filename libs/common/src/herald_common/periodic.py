@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -15,16 +16,21 @@ log = structlog.get_logger("herald.periodic")
 
 
 class Periodic:
-    """Subclasses implement ``tick``; ``start`` runs it every ``interval`` seconds (the first
-    time after one interval, unless ``start(now=True)``)."""
+    """Runs ``tick`` (``action``, or a subclass's own) every ``interval`` seconds once started
+    (the first time after one interval, unless ``start(now=True)``)."""
 
-    def __init__(self, interval: float, what: str) -> None:
+    def __init__(
+        self, interval: float, what: str, action: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self._interval = interval
         self._what = what
+        self._action = action
         self._task: asyncio.Task[None] | None = None
 
     async def tick(self) -> None:
-        raise NotImplementedError
+        if self._action is None:
+            raise NotImplementedError
+        await self._action()
 
     async def start(self, *, now: bool = False) -> None:
         self._task = asyncio.create_task(self._run(now))

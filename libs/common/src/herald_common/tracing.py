@@ -23,7 +23,15 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
@@ -223,7 +231,8 @@ def span(
     Its parent is ``traceparent``'s span (a W3C traceparent from an AMQP header or elsewhere) or,
     without one (or with a malformed one), the current span. ``links`` are traceparents of other
     traces the span relates to (a batch: one per notification); malformed ones are skipped. An
-    exception leaving the block is recorded on the span and sets its status to error.
+    exception leaving the block sets the span's status to error with its type (not its message,
+    which may hold what the logs mask).
 
     Off: yields OTel's invalid (no-op) span; given a valid ``traceparent``, makes its context
     current as a non-recording span, so ``current_traceparent()`` returns it unchanged.
@@ -236,13 +245,30 @@ def span(
         if context is None:
             return _NOTHING
         return _Current(context)
-    return tracer.start_as_current_span(
-        name,
-        context=_remote_context(traceparent) if traceparent is not None else None,
-        kind=kind,
-        attributes=attributes,
-        links=_links(links) if links else None,
+    return _recording(
+        tracer.start_as_current_span(
+            name,
+            context=_remote_context(traceparent) if traceparent is not None else None,
+            kind=kind,
+            attributes=attributes,
+            links=_links(links) if links else None,
+            # An exception's message can hold what the logs mask (a recipient in a database
+            # error's detail): a span records the exception's type only.
+            record_exception=False,
+            set_status_on_exception=False,
+        )
     )
+
+
+@contextlib.contextmanager
+def _recording(started: contextlib.AbstractContextManager[Span]) -> Iterator[Span]:
+    with started as current:
+        try:
+            yield current
+        except Exception as exc:
+            current.set_attribute("error.type", type(exc).__qualname__)
+            current.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+            raise
 
 
 def current_traceparent() -> str | None:
@@ -323,7 +349,6 @@ def server_middleware(untraced: Collection[str] = UNTRACED_PATHS) -> Middleware 
                 _set_http_status(server_span, exc.status)
                 raise
             except Exception as exc:  # (a cancelled request, a client gone, is not an error)
-                server_span.record_exception(exc)
                 server_span.set_attribute("error.type", type(exc).__qualname__)
                 server_span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
                 raise

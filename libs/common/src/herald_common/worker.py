@@ -148,7 +148,7 @@ class _Admission:
         gate, message, worker = self._handle.gate, self._message, self._worker
         await gate.acquire(self._lane)
         try:
-            if message is not None and (worker.stopping or _channel_lost(message)):
+            if message is not None and (worker.stopping or worker.paused or _channel_lost(message)):
                 return
             slot = self._handle.provider.slot()
             await slot.__aenter__()
@@ -170,6 +170,10 @@ class _Admission:
 
 class _InfrastructureError(Exception):
     """PostgreSQL or the broker failed under a delivery: requeue it, decide nothing."""
+
+
+class _PausedByOperator(Exception):
+    """The channel was paused before this delivery claimed its attempt: requeue it now."""
 
 
 def _header_int(headers: dict[str, Any], name: str, default: int) -> int:
@@ -540,6 +544,10 @@ class ChannelWorker:
         except _InfrastructureError as exc:
             log.warning("requeueing after infrastructure failure", error=str(exc.__cause__ or exc))
             await self._requeue_later(message)
+        except _PausedByOperator:
+            # Not claimed yet: back to its queue at once, for the instances to take on resume.
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
         except asyncio.CancelledError:
             # Shutdown gave up on it: leave it unacked, the broker redelivers it.
             raise
@@ -643,6 +651,8 @@ class ChannelWorker:
                     if self._stopping.is_set():
                         # Draining: what has not been claimed yet is left to the redelivery.
                         raise _InfrastructureError("stopping before the claim")
+                    if self._operator_paused:
+                        raise _PausedByOperator
                     if _channel_lost(message):
                         # Its channel closed while it queued for the slot: the broker has
                         # already redelivered this message, and that copy does the work.
@@ -734,7 +744,7 @@ class ChannelWorker:
             await self._conclude(copy, attempt, recorded, after_send=True)
             return
         await self._conclude(copy, attempt, replace(outcome, finished_at=finished_at),
-                             after_send=True)  # fmt: skip
+                             after_send=True, fresh=True)  # fmt: skip
 
     async def _fail_over(
         self,
@@ -804,6 +814,8 @@ class ChannelWorker:
                     skipped.append(handle.name)
                 if _channel_lost(copy.message):
                     return None
+                if self._operator_paused:
+                    raise _PausedByOperator
                 if not held:
                     held = True
                     self._holding[copy.queue_key] += 1
@@ -903,7 +915,10 @@ class ChannelWorker:
         outcome: _Result,
         *,
         after_send: bool = False,
+        fresh: bool = False,
     ) -> None:
+        """Act on an attempt's result and ack. ``fresh``: the result of this delivery's own
+        provider call (counted in this instance's figures), not one replayed from the ledger."""
         message = copy.message
         result, error, provider = outcome.result, outcome.error, outcome.provider
         finished_at = outcome.finished_at or self._clock()
@@ -916,7 +931,7 @@ class ChannelWorker:
             retry_after=outcome.retry_after,
         )
         if decided.kind == "sent":
-            self._sent += 1
+            self._sent += fresh
             # Debug: a line per sent notification would cost more than the rest of the delivery;
             # the attempt row and the outcome event record it. Failures log at info and above.
             log.debug("sent", provider=provider, possible_duplicate=attempt.possible_duplicate)
@@ -947,7 +962,8 @@ class ChannelWorker:
                 ),
                 after_send=after_send,
             )
-            self._metrics.retries.labels(self.channel, provider or "unknown").inc()
+            if fresh:
+                self._metrics.retries.labels(self.channel, provider or "unknown").inc()
             log.info("retry scheduled", delay=delay, error=error)
         else:
             assert decided.reason is not None

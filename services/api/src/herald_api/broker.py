@@ -101,11 +101,16 @@ class BrokerLink:
         return self._topology
 
     async def queue_stats(self, names: Sequence[str]) -> dict[str, control.QueueStats | None]:
-        """Ready messages and consumers of each queue; all None while the link is down."""
+        """Ready messages and consumers of each queue; all None while the broker does not
+        answer (the link is down, or a passive declare timed out)."""
         connection = self._connection
         if connection is None or not self.connected:
             return dict.fromkeys(names)
-        return await control.queue_stats(connection, names)
+        try:
+            return await control.queue_stats(connection, names)
+        except control.QueuesUnreadable as exc:
+            log.warning("cannot read the queues' counts", error=str(exc))
+            return dict.fromkeys(names)
 
     async def tell_instances(self, command: control.ControlCommand) -> bool:
         """Send a control command to every channel-service instance; False when it could not

@@ -92,6 +92,10 @@ class ApiMetrics:
         )
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods a label may name; any other a client sends is ``other`` (bounded cardinality)."""
+
+
 def route_label(request: web.Request) -> str:
     """The route template (``/v1/notifications/{id}``), never the raw path: bounded cardinality."""
     resource = request.match_info.route.resource
@@ -112,7 +116,8 @@ def metrics_middleware(metrics: ApiMetrics) -> Middleware:
             raise
         finally:
             route = route_label(request)
-            metrics.requests.labels(request.method, route, str(status)).inc()
+            method = request.method if request.method in _METHODS else "other"
+            metrics.requests.labels(method, route, str(status)).inc()
             metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
 
     return middleware

@@ -850,7 +850,9 @@ class ChannelQueues(BaseModel):
     dead_letter_queue: int | None = Field(
         description="Messages in the channel's dead-letter queue, not yet stored by the dispatcher."
     )
-    dead_letters: int = Field(description="Open dead letters stored for the channel.")
+    dead_letters: int = Field(
+        description="Open dead letters of the channel's notifications (counted up to 100,000)."
+    )
 
 
 class QueueOverview(BaseModel):

@@ -40,14 +40,7 @@ class QueueControl:
         async with self._database.connection() as connection:
             paused = await control.paused_channels(connection)
             instances = await control.live_instances(connection)
-            # On the partial index dead_letters_open_by_channel.
-            open_letters = {
-                r["channel"]: int(r["n"])
-                for r in await connection.fetch(
-                    """SELECT channel, count(*) AS n FROM dead_letters
-                       WHERE resolved_at IS NULL GROUP BY channel"""
-                )
-            }
+            open_letters = await control.open_dead_letters(connection)
         lanes = {
             channel: [
                 (topology.work_queue(key, lane), key, lane)
@@ -109,10 +102,10 @@ class QueueControl:
         if channel not in CHANNELS:
             raise NotFound(f"no channel {channel!r}; channels are {', '.join(CHANNELS)}")
         async with self._database.transaction() as connection:
-            await control.write_paused(connection, channel, paused, str(actor.id))
+            command = await control.write_paused(connection, channel, paused, str(actor.id))
             action: AuditAction = "channel.pause" if paused else "channel.resume"
             await audit.record(connection, actor, action, channel)
-        delivered = await self._broker.tell_instances(control.ControlCommand(channel, paused))
+        delivered = await self._broker.tell_instances(command)
         log.warning("channel paused" if paused else "channel resumed", channel=channel,
                     delivered=delivered)  # fmt: skip
         return ChannelState(channel=channel, paused=paused, delivered=delivered)

@@ -208,6 +208,9 @@ class CampaignRunner(WokenLoop):
             log.warning("publishing a campaign chunk failed; the relay will", error=repr(exc))
             return
         done = [i for i, ok in zip(outbox_ids, confirmed, strict=True) if ok]
+        published = [m.routing_key for m, ok in zip(messages, confirmed, strict=True) if ok]
+        for channel, count in outbox.by_channel(published).items():
+            self._metrics.published.labels(channel).inc(count)
         try:
             await outbox.delete(self._pool, done)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:

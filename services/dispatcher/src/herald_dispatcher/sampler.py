@@ -9,6 +9,7 @@ stays cheap whatever the backlog; every query is on an index.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import asyncpg
@@ -37,7 +38,10 @@ SELECT
 """
 
 
-class MetricsSampler(Periodic):
+class MetricsSampler:
+    """Two periodic samples, each on its own so that one's dependency being down (or hung)
+    never freezes the other's gauges."""
+
     def __init__(
         self,
         pool: asyncpg.Pool[Any],
@@ -46,19 +50,24 @@ class MetricsSampler(Periodic):
         metrics: DispatcherMetrics,
         interval: float,
     ) -> None:
-        super().__init__(interval, "metrics sampler")
         self._pool = pool
         self._connection = connection
         self._topology = topology
         self._metrics = metrics
         self._retry_queues: list[str] = []
+        self._sampled: set[tuple[str, str, str, str]] = set()
+        self._tasks = [
+            Periodic(interval, "database sample", self.sample_database),
+            Periodic(interval, "queue sample", self.sample_queues),
+        ]
 
-    async def tick(self) -> None:
-        # Each on its own: the database being down must not stop the queues' samples.
-        try:
-            await self.sample_database()
-        finally:
-            await self.sample_queues()
+    async def start(self, *, now: bool = False) -> None:
+        for task in self._tasks:
+            await task.start(now=now)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            await task.stop()
 
     async def sample_database(self) -> None:
         metrics = self._metrics
@@ -104,11 +113,21 @@ class MetricsSampler(Periodic):
         return queues
 
     async def sample_queues(self) -> None:
+        """Every queue's counts; a queue that is gone loses its series (a removed retry tier
+        must not show its last depth for ever). When the broker does not answer, the whole
+        sample fails and the gauges keep their last values (``QueuesUnreadable``, logged)."""
         queues = self.queues()
         stats = await control.queue_stats(self._connection, [q[0] for q in queues])
-        for name, channel, kind, lane in queues:
-            found = stats.get(name)
+        sampled = set()
+        for labels in queues:
+            found = stats.get(labels[0])
             if found is None:
-                continue  # not declared (yet), or the broker did not answer: keep the last
-            self._metrics.queue_messages.labels(name, channel, kind, lane).set(found.messages)
-            self._metrics.queue_consumers.labels(name, channel, kind, lane).set(found.consumers)
+                continue
+            sampled.add(labels)
+            self._metrics.queue_messages.labels(*labels).set(found.messages)
+            self._metrics.queue_consumers.labels(*labels).set(found.consumers)
+        for labels in self._sampled - sampled:
+            with contextlib.suppress(KeyError):
+                self._metrics.queue_messages.remove(*labels)
+                self._metrics.queue_consumers.remove(*labels)
+        self._sampled = sampled
