@@ -54,6 +54,33 @@ HTTP_SETTINGS: dict[str, tuple[type[BaseSettings], str, str]] = {
 }
 """Compose service -> (model, listen-address field, port field) of the HTTP port it serves."""
 
+ONE_SHOTS = {"migrate"}
+"""Compose services that run to completion; everything else is long-running."""
+
+STACK = {
+    "rabbitmq",
+    "postgres",
+    "mailpit",
+    "migrate",
+    "api",
+    "dispatcher",
+    "channel-email",
+    "channel-sms",
+    "channel-push",
+    "prometheus",
+    "grafana",
+}
+"""What `docker compose up` runs: the whole stack, monitoring included."""
+
+MAILPIT_SMTP_PORT = 1025
+"""Mailpit's SMTP port (its default; `MP_SMTP_BIND_ADDR` may say it again)."""
+
+RABBITMQ_PROMETHEUS_PORT = 15692
+"""Where the rabbitmq_prometheus plugin serves the broker's metrics."""
+
+SANDBOXED = {"channel-sms": (SmsSettings, "sms"), "channel-push": (PushSettings, "push")}
+"""Channel services compose runs on their `sandbox` provider: (model, settings prefix)."""
+
 
 @cache
 def compose() -> dict[str, Any]:
@@ -94,6 +121,31 @@ def published_ports(service: str) -> list[tuple[int, int]]:
         *host, container = str(entry).split("/")[0].split(":")
         result.append((int(host[-1]) if host else int(container), int(container)))
     return result
+
+
+def volume_mounts(service: str) -> dict[str, str]:
+    """Container path -> source (a named volume or a host path) of every volume of a service."""
+    result: dict[str, str] = {}
+    for entry in services()[service].get("volumes", []):
+        if isinstance(entry, dict):
+            result[str(entry["target"])] = str(entry.get("source", ""))
+            continue
+        source, target, *_ = str(entry).split(":")
+        result[target] = source
+    return result
+
+
+def depends_on(service: str) -> dict[str, str]:
+    """Dependency -> condition of a service (the short list form means service_started)."""
+    declared = services()[service].get("depends_on", {})
+    if isinstance(declared, list):
+        return dict.fromkeys(declared, "service_started")
+    return {name: str(spec["condition"]) for name, spec in declared.items()}
+
+
+def healthcheck_command(service: str) -> str:
+    test = services()[service]["healthcheck"]["test"]
+    return test if isinstance(test, str) else " ".join(test)
 
 
 def default(model: type[BaseSettings], field: str) -> Any:
@@ -167,6 +219,26 @@ def test_herald_variables_are_settings_of_the_service() -> None:
         assert names <= own, f"{service} does not read {sorted(names - own)}"
 
 
+def test_herald_variables_are_fields_of_the_service_settings() -> None:
+    # The same from the models alone: HERALD_ + a field name of the model the service reads.
+    built = {
+        name
+        for name, service in services().items()
+        if "build" in service and (ROOT / "services" / service["build"]["args"]["SERVICE"]).is_dir()
+    }
+    assert built <= set(SERVICE_SETTINGS), (
+        f"no settings model for {sorted(built - set(SERVICE_SETTINGS))}"
+    )
+    for service, model in SERVICE_SETTINGS.items():
+        assert model.model_config.get("env_prefix") == "HERALD_", model.__name__
+        fields = {f"HERALD_{name.upper()}" for name in model.model_fields}
+        names = {n for n in environment(service) if n.upper().startswith("HERALD_")}
+        assert {n.upper() for n in names} <= fields, (
+            f"{service}: {sorted(n for n in names if n.upper() not in fields)} "
+            f"are not fields of {model.__name__}"
+        )
+
+
 @pytest.mark.parametrize("service", sorted(SERVICE_SETTINGS))
 def test_herald_variables_are_valid_values(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
@@ -190,8 +262,9 @@ def test_http_ports_are_the_settings_defaults(service: str) -> None:
         assert published_ports(service) == []
     else:
         assert published_ports(service) == [(port, port)]
-    healthcheck = " ".join(services()[service]["healthcheck"]["test"])
-    assert f"127.0.0.1:{port}/healthz" in healthcheck
+    # Healthy means ready: database and broker reachable, the service started.
+    assert f"http://127.0.0.1:{port}/readyz" in healthcheck_command(service)
+    assert services()[service]["healthcheck"]["test"][:2] == ["CMD", "python"], "the image's python"
 
 
 def test_broker_and_database_are_where_the_settings_point() -> None:
@@ -206,13 +279,105 @@ def test_broker_and_database_are_where_the_settings_point() -> None:
         assert in_compose.path == local.path, "same database / vhost as in development"
 
 
-def test_channel_email_sends_to_the_mail_sink() -> None:
+def test_channel_email_sends_to_mailpit() -> None:
     env = environment("channel-email")
-    assert env["HERALD_EMAIL_SMTP_HOST"] == "mailsink"
-    command = services()["mailsink"]["command"]
-    port = command[command.index("--port") + 1]
-    assert env["HERALD_EMAIL_SMTP_PORT"] == port == str(default(EmailSettings, "email_smtp_port"))
-    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert "smtp" in env.get("HERALD_EMAIL_PROVIDERS", "smtp").split(",")
+    assert env["HERALD_EMAIL_SMTP_HOST"] == "mailpit"
+    assert env["HERALD_EMAIL_SMTP_PORT"] == str(MAILPIT_SMTP_PORT)
+    mailpit = services()["mailpit"]
+    image, _, tag = mailpit["image"].partition(":")
+    assert image == "axllent/mailpit"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", tag), "pin a Mailpit release"
+    bind = environment("mailpit").get("MP_SMTP_BIND_ADDR", f"0.0.0.0:{MAILPIT_SMTP_PORT}")
+    assert bind == f"0.0.0.0:{MAILPIT_SMTP_PORT}"
+    assert (8025, 8025) in published_ports("mailpit"), "the web UI"
+    assert all(entry.startswith("127.0.0.1:") for entry in mailpit["ports"]), "local only"
+    assert depends_on("channel-email")["mailpit"] == "service_healthy"
+    assert "mailsink" not in services(), "Mailpit replaced the mail sink in compose"
+
+
+@pytest.mark.parametrize("service", sorted(SANDBOXED))
+def test_sms_and_push_use_the_sandbox_provider_on_a_volume(service: str) -> None:
+    model, prefix = SANDBOXED[service]
+    env = environment(service)
+    assert env[env_name(model, f"{prefix}_providers")] == "sandbox"
+    directory = Path(env[env_name(model, f"{prefix}_sandbox_dir")])
+    mounts = volume_mounts(service)
+    assert any(directory.is_relative_to(target) for target in mounts), "lost with the container"
+    # A new named volume takes the owner of the image's directory: the image must make it for
+    # its non-root user, or the sandbox cannot write.
+    lines = dockerfile_lines()
+    runs = [
+        line for line in lines[lines.index("FROM ${PYTHON_IMAGE} AS runtime") :] if "RUN" in line
+    ]
+    for target in (t for t in mounts if directory.is_relative_to(t)):
+        path = re.escape(target) + r"(\s|$)"
+        assert any(re.search(r"mkdir -p [^&]*" + path, line) for line in runs), target
+        assert any(re.search(r"chown herald:herald [^&]*" + path, line) for line in runs), target
+
+
+def test_the_whole_stack_runs_by_default() -> None:
+    assert set(services()) == STACK
+    profiled = sorted(name for name, service in services().items() if service.get("profiles"))
+    assert not profiled, f"`docker compose up` would leave out {profiled}"
+
+
+def test_every_long_running_service_has_a_healthcheck() -> None:
+    for name, service in services().items():
+        if name in ONE_SHOTS:
+            assert service.get("restart") == "no", f"{name} must not be restarted once done"
+            assert "healthcheck" not in service, name
+            continue
+        assert service.get("restart") == "unless-stopped", name
+        check = service.get("healthcheck", {})
+        assert check.get("test"), f"{name} has no healthcheck"
+        assert not check.get("disable"), f"{name} has its healthcheck disabled"
+
+
+def test_depends_on_waits_for_healthy_services_and_finished_one_shots() -> None:
+    for name in services():
+        for dependency, condition in depends_on(name).items():
+            assert dependency in services(), f"{name} depends on unknown {dependency}"
+            expected = (
+                "service_completed_successfully" if dependency in ONE_SHOTS else "service_healthy"
+            )
+            assert condition == expected, f"{name} -> {dependency}: {condition}"
+    assert depends_on("migrate") == {"postgres": "service_healthy"}
+    assert depends_on("grafana") == {"prometheus": "service_healthy"}
+
+
+def test_the_dependencies_have_no_cycle() -> None:
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        assert name not in visiting, f"a depends_on cycle through {name}"
+        if name in order:
+            return
+        visiting.add(name)
+        for dependency in depends_on(name):
+            visit(dependency)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in services():
+        visit(name)
+    assert order.index("migrate") < min(order.index(s) for s in HTTP_SETTINGS)
+
+
+def test_nothing_has_a_fixed_container_name() -> None:
+    # A fixed name fails `docker compose up --scale` and clashes between two checkouts.
+    named = sorted(name for name, service in services().items() if "container_name" in service)
+    assert not named
+
+
+def test_rabbitmq_runs_the_management_and_prometheus_plugins() -> None:
+    rabbitmq = services()["rabbitmq"]
+    image, _, tag = rabbitmq["image"].partition(":")
+    assert image == "rabbitmq"
+    assert re.fullmatch(r"(3\.13|4\.\d+)(\.\d+)?-management", tag), tag
+    plugins = environment("rabbitmq")["RABBITMQ_ENABLED_PLUGINS"].split(",")
+    assert {"rabbitmq_management", "rabbitmq_prometheus"} <= set(plugins)
 
 
 def test_services_wait_for_broker_database_and_migrations() -> None:
@@ -318,6 +483,20 @@ def test_prometheus_scrapes_every_service_on_its_port() -> None:
         assert target.split(":")[0] in services(), target
     for service, (model, _, port_field) in HTTP_SETTINGS.items():
         assert f"{service}:{default(model, port_field)}" in targets
+    assert f"rabbitmq:{RABBITMQ_PROMETHEUS_PORT}" in targets
+
+
+def test_prometheus_finds_every_replica_of_the_scalable_services() -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    discovered = {
+        name
+        for job in config["scrape_configs"]
+        for dns in job.get("dns_sd_configs", [])
+        for name in dns["names"]
+    }
+    scalable = {name for name in HTTP_SETTINGS if not published_ports(name)}
+    assert scalable == {"channel-email", "channel-sms", "channel-push"}
+    assert scalable <= discovered, "a static target would scrape one replica only"
 
 
 @pytest.mark.parametrize("script", [".ci/run", "scripts/dev-infra.sh"])

@@ -388,7 +388,7 @@ def mounts(service: str) -> dict[str, tuple[str, bool]]:
 
 def test_compose_runs_grafana_with_provisioning_and_dashboards() -> None:
     grafana = compose_services()["grafana"]
-    assert grafana["profiles"] == ["monitoring"]
+    assert "profiles" not in grafana  # part of the default `docker compose up`
     image, _, tag = grafana["image"].partition(":")
     assert image == "grafana/grafana"
     assert re.fullmatch(r"\d+\.\d+\.\d+", tag), "pin a Grafana release"

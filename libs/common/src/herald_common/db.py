@@ -31,14 +31,21 @@ async def _init_connection(connection: asyncpg.Connection[Any]) -> None:
 SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool[Any]:
+async def create_pool(
+    url: str, *, min_size: int = 2, max_size: int = 10, statement_cache_size: int = 100
+) -> asyncpg.Pool[Any]:
+    """The pool. ``statement_cache_size`` 0 is for a pooler in transaction mode (PgBouncer): no
+    named prepared statement outlives its transaction there, and no startup parameter reaches
+    the server, so none is sent; each unnamed statement is planned for its own parameters
+    anyway (custom plans), which is what ``SERVER_SETTINGS`` asks for."""
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
         command_timeout=60,
-        server_settings=SERVER_SETTINGS,
+        statement_cache_size=statement_cache_size,
+        server_settings=SERVER_SETTINGS if statement_cache_size else {},
     )
     assert pool is not None
     return pool

@@ -98,6 +98,7 @@ async def _serve(
             settings.database_url.get_secret_value(),
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
+            statement_cache_size=settings.db_statement_cache_size,
         ),
         stopping,
     )

@@ -59,6 +59,13 @@ class CommonSettings(BaseSettings):
     )
     db_pool_min: int = Field(default=2, ge=1, description="Minimum PostgreSQL pool size.")
     db_pool_max: int = Field(default=10, ge=1, description="Maximum PostgreSQL pool size.")
+    db_statement_cache_size: int = Field(
+        default=100,
+        ge=0,
+        description="Prepared statements cached per PostgreSQL connection; 0 behind PgBouncer in "
+        "transaction mode (then no startup parameter is sent either). The dispatcher LISTENs for "
+        "NOTIFY and needs a session: connect it to PostgreSQL directly.",
+    )
     publish_timeout: float = Field(
         default=10.0,
         gt=0,

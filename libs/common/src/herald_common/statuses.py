@@ -6,6 +6,9 @@ from __future__ import annotations
 CANCELABLE = ("scheduled", "queued", "retrying")
 """Statuses a notification can be canceled in: nothing is being sent for it at the moment."""
 
+FINAL = ("sent", "failed", "canceled")
+"""Statuses a notification does not leave by itself (a redrive or a late truth may move it)."""
+
 IN_FLIGHT = ("scheduled", "queued", "sending", "retrying")
 """Statuses of a notification not finished yet (a campaign with one is not finished)."""
 

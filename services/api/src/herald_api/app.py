@@ -20,7 +20,17 @@ from herald_common.db import create_pool
 from herald_common.metrics import service_registry
 from herald_common.ops import add_ops_routes
 
-from . import audit, campaigns, dead_letters, keys, notifications, openapi, queues, templates
+from . import (
+    audit,
+    campaigns,
+    dead_letters,
+    docs,
+    keys,
+    notifications,
+    openapi,
+    queues,
+    templates,
+)
 from .audit import AUDIT_LOG, AuditLog
 from .auth import RATE_LIMITS, RateLimits, auth_middleware
 from .broker import BROKER, BrokerLink
@@ -49,6 +59,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         settings.database_url.get_secret_value(),
         min_size=settings.db_pool_min,
         max_size=max(settings.db_pool_min, settings.db_pool_max),
+        statement_cache_size=settings.db_statement_cache_size,
     )
     app[POOL] = pool
     app[DATABASE] = Database(pool, settings.api_db_acquire_timeout)
@@ -126,4 +137,5 @@ def create_app(settings: ApiSettings) -> web.Application:
     campaigns.add_routes(app)
     queues.add_routes(app)
     openapi.add_routes(app)
+    docs.add_routes(app)
     return app

@@ -70,7 +70,8 @@ _REQUEUE = """
                  WHERE d.notification_id = n.id)
             )
         FROM chosen c
-        WHERE n.id = c.notification_id AND n.status = 'failed'
+        -- A redacted notification has no recipient or content left to send.
+        WHERE n.id = c.notification_id AND n.status = 'failed' AND n.redacted_at IS NULL
         RETURNING c.id AS dead_letter_id, c.dead_lettered_at, n.id, n.channel, n.recipient,
                   n.content, n.metadata, n.correlation_id, n.created_at, n.first_attempt,
                   n.priority
@@ -209,10 +210,11 @@ class DeadLetterStore:
                     notification_id = row["notification_id"]
                     if notification_id is None:
                         raise Conflict("cannot redrive a malformed message")
-                    status = await connection.fetchval(
-                        "SELECT status FROM notifications WHERE id = $1 FOR UPDATE",
+                    state = await connection.fetchrow(
+                        "SELECT status, redacted_at FROM notifications WHERE id = $1 FOR UPDATE",
                         notification_id,
                     )
+                    status = None if state is None else state["status"]
                     letter = await connection.fetchrow(
                         "SELECT resolution FROM dead_letters WHERE id = $1 FOR UPDATE", id
                     )
@@ -224,6 +226,11 @@ class DeadLetterStore:
                         )
                     if status != "failed":
                         raise Conflict(_not_failed(notification_id, status))
+                    if state is not None and state["redacted_at"] is not None:
+                        raise Conflict(
+                            f"notification {notification_id} was redacted (retention): its "
+                            "recipient and content are gone, there is nothing to send"
+                        )
                     attempts = (await _attempts(connection, [notification_id])).get(
                         notification_id, _NO_ATTEMPTS
                     )

@@ -585,8 +585,10 @@ class Notification(BaseModel):
     id: UUID
     project: str = Field(description="The project of the key that created it.")
     channel: str
-    to: Recipient
-    content: dict[str, Any]
+    to: Recipient | None = Field(
+        description="Null once redacted (`redacted_at`, after `HERALD_REDACT_AFTER_DAYS`)."
+    )
+    content: dict[str, Any] = Field(description="Empty once redacted.")
     metadata: dict[str, Any]
     status: NotificationStatus
     correlation_id: str | None
@@ -604,6 +606,9 @@ class Notification(BaseModel):
     priority: Priority = Field(default="normal", description="Its lane.")
     template: TemplateReference | None = Field(
         default=None, description="The template its content was rendered from, if any."
+    )
+    redacted_at: datetime | None = Field(
+        default=None, description="When its recipient and content were blanked (retention)."
     )
 
 

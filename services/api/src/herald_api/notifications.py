@@ -64,7 +64,7 @@ log = structlog.get_logger("herald_api.notifications")
 
 _COLUMNS = """id, project, channel, recipient, content, metadata, status, correlation_id, attempts,
     last_error, failure_reason, provider, provider_message_id, next_attempt_at, created_at,
-    updated_at, send_at, sent_at, template, priority, campaign_id"""
+    updated_at, send_at, sent_at, template, priority, campaign_id, redacted_at"""
 
 
 def parse_id(text: str) -> UUID:
@@ -80,7 +80,7 @@ def _notification(row: asyncpg.Record) -> Notification:
         id=row["id"],
         project=row["project"],
         channel=row["channel"],
-        to=recipient_value(row["channel"], row["recipient"]),
+        to=None if row["redacted_at"] else recipient_value(row["channel"], row["recipient"]),
         content=row["content"],
         metadata=row["metadata"],
         status=row["status"],
@@ -98,6 +98,7 @@ def _notification(row: asyncpg.Record) -> Notification:
         template=row["template"],
         priority=row["priority"],
         campaign_id=row["campaign_id"],
+        redacted_at=row["redacted_at"],
     )
 
 

@@ -23,6 +23,7 @@ from herald_common.templates import NAME_PATTERN
 
 from .bodies import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
 from .correlation import CORRELATION_HEADER
+from .docs import ASSETS as DOCS_ASSETS
 from .models import (
     AUDIT_ACTIONS,
     CAMPAIGN_STATUSES,
@@ -921,6 +922,42 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "This document",
                 "operationId": "openapi",
                 "responses": {"200": _ok("OpenAPI 3.1.", {"type": "object"})},
+            }
+        },
+        "/docs": {
+            "get": {
+                "summary": "This document as an interactive page (Swagger UI, served locally)",
+                "operationId": "docs",
+                "responses": {
+                    "200": {
+                        "description": "The page.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/docs/{asset}": {
+            "get": {
+                "summary": "A file of the documentation page",
+                "operationId": "docsAsset",
+                "parameters": [
+                    {
+                        "name": "asset",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["init.js", *DOCS_ASSETS]},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            media_type: {"schema": {"type": "string"}}
+                            for media_type in sorted(set(DOCS_ASSETS.values()))
+                        },
+                    },
+                    **_problems(404),
+                },
             }
         },
     }

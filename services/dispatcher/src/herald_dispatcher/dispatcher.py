@@ -18,6 +18,7 @@ from .consumers import Consumers
 from .metrics import DispatcherMetrics
 from .parked import ParkedWatch
 from .relay import OutboxRelay
+from .retention import Retention
 from .sampler import MetricsSampler
 from .settings import DispatcherSettings
 
@@ -45,6 +46,7 @@ class Dispatcher:
         self._watch: ParkedWatch | None = None
         self._campaigns: CampaignRunner | None = None
         self._sampler: MetricsSampler | None = None
+        self._retention: Retention | None = None
 
     async def start(self) -> None:
         try:
@@ -106,12 +108,23 @@ class Dispatcher:
             settings.metrics_sample_interval,
         )
         await self._sampler.start(now=True)
+        self._retention = Retention(
+            self._pool,
+            self.metrics,
+            retention_days=settings.retention_days,
+            redact_after_days=settings.redact_after_days,
+            batch_size=settings.retention_batch_size,
+            interval=settings.retention_interval,
+        )
+        await self._retention.start(now=True)
 
     async def stop(self) -> None:
         await self._release()
 
     async def _release(self) -> None:
         # Producers of work first (relay, consumers), then the publisher they share.
+        if self._retention is not None:
+            await self._retention.stop()
         if self._sampler is not None:
             await self._sampler.stop()
         if self._watch is not None:
@@ -127,6 +140,7 @@ class Dispatcher:
                 await self._publisher.close()
         self._watch = self._relay = None
         self._sampler = None
+        self._retention = None
         self._campaigns = None
         self._consumers = None
         self._publisher = None

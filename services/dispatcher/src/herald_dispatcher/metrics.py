@@ -14,6 +14,15 @@ from herald_common.topology import LANES
 
 from .outcomes import Finished
 
+RETAINED_TABLES = (
+    "notifications",
+    "dead_letters",
+    "dead_outcomes",
+    "notification_batches",
+    "campaign_recipients",
+    "campaigns",
+)
+
 
 @dataclass(frozen=True)
 class DispatcherMetrics:
@@ -41,6 +50,8 @@ class DispatcherMetrics:
     queue_consumers: Gauge
     campaigns: Gauge
     campaign_recipients_waiting: Gauge
+    retention_deleted: Counter
+    retention_redacted: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> DispatcherMetrics:
@@ -52,6 +63,8 @@ class DispatcherMetrics:
                 metrics.end_to_end.labels(channel, lane)
         for status in ("pending", "processing", "paused"):
             metrics.campaigns.labels(status)
+        for table in RETAINED_TABLES:
+            metrics.retention_deleted.labels(table)
         return metrics
 
     def count_finished(self, finished: Iterable[Finished]) -> None:
@@ -199,6 +212,18 @@ class DispatcherMetrics:
                 "herald_campaigns",
                 "Unfinished campaigns by status (sampled).",
                 ["status"],
+                registry=registry,
+            ),
+            retention_deleted=Counter(
+                "herald_retention_deleted_total",
+                "Rows retention deleted, by table (notifications take their attempts and dead "
+                "letters with them).",
+                ["table"],
+                registry=registry,
+            ),
+            retention_redacted=Counter(
+                "herald_retention_redacted_total",
+                "Notifications whose recipient and content retention blanked.",
                 registry=registry,
             ),
             campaign_recipients_waiting=Gauge(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from herald_common.settings import CommonSettings
 
@@ -52,3 +52,34 @@ class DispatcherSettings(CommonSettings):
         "every queue's depth and consumers (the `herald_queue_*`, `herald_outbox_backlog`, ... "
         "gauges).",
     )
+    retention_days: float = Field(
+        default=30,
+        gt=0,
+        description="Notifications (with their attempts and dead letters), dead letters, dead "
+        "outcomes, keyed batches and finished campaigns older than this many days are deleted.",
+    )
+    redact_after_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="If set, a finished notification's recipient and content (and its dead "
+        "letters' copy of the message) are blanked after this many days, and finished campaigns' "
+        "recipient lists deleted; less than HERALD_RETENTION_DAYS.",
+    )
+    retention_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Rows retention deletes or redacts per transaction (short locks).",
+    )
+    retention_interval: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between retention passes (a pass goes on while it finds full "
+        "batches).",
+    )
+
+    @model_validator(mode="after")
+    def _redact_before_deleting(self) -> DispatcherSettings:
+        if self.redact_after_days is not None and self.redact_after_days >= self.retention_days:
+            raise ValueError("redact_after_days must be less than retention_days")
+        return self
