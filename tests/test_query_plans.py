@@ -198,9 +198,10 @@ async def test_a_retention_pass_reads_what_it_removes_not_the_tables(database_ur
             await retention.run_pass()
         await _grow(database)
         await database.execute(
-            """INSERT INTO notifications (id, channel, recipient, content, status, created_at)
+            """INSERT INTO notifications (id, channel, recipient, content, status, created_at,
+                                          updated_at)
                SELECT gen_random_uuid(), 'email', 'old@example.com', '{}'::jsonb, 'sent',
-                      now() - interval '40 days'
+                      now() - interval '40 days', now() - interval '40 days'
                FROM generate_series(1, 50)"""
         )
         await _flush_statistics(database)

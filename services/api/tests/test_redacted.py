@@ -47,5 +47,30 @@ async def test_a_redacted_notification_is_not_redriven(
     assert await pool.fetchval("SELECT status FROM notifications WHERE id = $1", id) == "failed"
     bulk = await client.post("/v1/dead-letters/redrive", json={"channel": "email"})
     assert bulk.status == 200, await bulk.text()
-    assert (await bulk.json())["redriven"] == 0
+    result = await bulk.json()
+    assert result["redriven"] == 0
+    assert result["skipped_ids"] == [str(letter)]
     assert await pool.fetchval("SELECT status FROM notifications WHERE id = $1", id) == "failed"
+
+
+async def test_replaying_the_key_of_a_redacted_push_notification_is_not_a_5xx(
+    client: Client, pool: asyncpg.Pool[Any]
+) -> None:
+    body = {
+        "channel": "push",
+        "to": {"provider": "fcm", "token": "t" * 40},
+        "content": {"title": "Hi", "body": "There"},
+    }
+    headers = {"Idempotency-Key": "redacted-replay"}
+    first = await client.post("/v1/notifications", json=body, headers=headers)
+    assert first.status == 202, await first.text()
+    id = (await first.json())["id"]
+    await pool.execute(
+        """UPDATE notifications SET status = 'sent', recipient = '', content = '{}'::jsonb,
+               redacted_at = now() WHERE id = $1::uuid""",
+        id,
+    )
+    again = await client.post("/v1/notifications", json=body, headers=headers)
+    assert again.status == 200, await again.text()
+    replayed = await again.json()
+    assert (replayed["id"], replayed["to"]) == (id, None)

@@ -80,6 +80,13 @@ async def test_old_final_notifications_go_with_their_attempts_and_dead_letters(
     kept_recent = await _notification(pool, "sent", 29)
     kept_scheduled = await _notification(pool, "scheduled", 31)  # not final: waits
     kept_retrying = await _notification(pool, "retrying", 45)
+    # Created long ago, final only lately (sent at a far send_at, or redriven): kept its full age.
+    kept_lately_final = await _notification(pool, "failed", 60)
+    await pool.execute(
+        "UPDATE notifications SET updated_at = $2 WHERE id = $1",
+        kept_lately_final,
+        NOW - timedelta(days=2),
+    )
     malformed_old = await _dead_letter(pool, None, 31)
     malformed_new = await _dead_letter(pool, None, 1)
     retention, metrics = _retention(pool)
@@ -88,8 +95,8 @@ async def test_old_final_notifications_go_with_their_attempts_and_dead_letters(
 
     assert done.deleted["notifications"] == len(old)
     left = {r["id"] for r in await pool.fetch("SELECT id FROM notifications")}
-    assert left == {kept_recent, kept_scheduled, kept_retrying}
-    assert await _count(pool, "attempts") == 3  # the kept ones' only
+    assert left == {kept_recent, kept_scheduled, kept_retrying, kept_lately_final}
+    assert await _count(pool, "attempts") == 4  # the kept ones' only
     dead = {r["id"] for r in await pool.fetch("SELECT id FROM dead_letters")}
     assert dead == {malformed_new}
     assert letter_of_old not in dead
@@ -107,6 +114,16 @@ async def test_redaction_blanks_final_notifications_and_their_dead_letters_copy(
     sent = [await _notification(pool, "sent", 8) for _ in range(5)]
     failed = await _notification(pool, "failed", 9)
     letter = await _dead_letter(pool, failed, 9)
+    await pool.execute(
+        """UPDATE notifications SET last_error = '550 5.1.1 <ada@example.com>: no such user'
+           WHERE id = $1""",
+        failed,
+    )
+    await pool.execute(
+        """UPDATE attempts SET error = 'rejected +14155550123 (ada@example.com)'
+           WHERE notification_id = $1""",
+        failed,
+    )
     queued = await _notification(pool, "queued", 8)  # not final: left whole
     recent = await _notification(pool, "sent", 6)
     retention, metrics = _retention(pool, redact=7, batch=2)
@@ -126,6 +143,13 @@ async def test_redaction_blanks_final_notifications_and_their_dead_letters_copy(
         assert rows[id]["recipient"] == "ada@example.com"
         assert rows[id]["redacted_at"] is None
     assert await pool.fetchval("SELECT body FROM dead_letters WHERE id = $1", letter) == b""
+    # Provider replies quote the recipient: masked, the rest of the text kept.
+    assert await pool.fetchval("SELECT last_error FROM notifications WHERE id = $1", failed) == (
+        "550 5.1.1 <***>: no such user"
+    )
+    assert await pool.fetchval("SELECT error FROM attempts WHERE notification_id = $1", failed) == (
+        "rejected *** (***)"
+    )
     assert metrics.retention_redacted._value.get() == 6
     # It goes on from where it stopped: nothing is redacted twice.
     later = await _notification(pool, "sent", 7.5)
@@ -170,3 +194,32 @@ async def test_finished_campaigns_lose_their_recipients_then_themselves(
 def test_redaction_must_come_before_deletion() -> None:
     with pytest.raises(ValueError, match="redact_after_days must be less"):
         DispatcherSettings(retention_days=7, redact_after_days=7)
+
+
+async def test_old_keyed_batches_go_by_project_and_key(pool: asyncpg.Pool[Any]) -> None:
+    """A key reused by another project is another batch: only the old one is deleted."""
+    for project, age in (("a", 31), ("b", 1)):
+        await pool.execute(
+            """INSERT INTO notification_batches (project, idempotency_key, request_hash,
+                                                 notification_ids, created_at)
+               VALUES ($1, 'order-42', 'h', '{}', $2)""",
+            project,
+            NOW - timedelta(days=age),
+        )
+    retention, _ = _retention(pool)
+    assert (await retention.run_pass(NOW)).deleted["notification_batches"] == 1
+    assert [r["project"] for r in await pool.fetch("SELECT project FROM notification_batches")] == [
+        "b"
+    ]
+
+
+async def test_a_locked_row_holds_the_redaction_watermark_for_the_next_pass(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    ids = [await _notification(pool, "sent", 10 - i * 0.01) for i in range(4)]
+    retention, _ = _retention(pool, redact=7, batch=10)
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM notifications WHERE id = $1 FOR UPDATE", ids[1])
+        assert (await retention.run_pass(NOW)).redacted == 3
+    assert (await retention.run_pass(NOW)).redacted == 1  # the one that was locked
+    assert await pool.fetchval("SELECT count(*) FROM notifications WHERE redacted_at IS NULL") == 0

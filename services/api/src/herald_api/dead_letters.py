@@ -292,11 +292,12 @@ class DeadLetterStore:
                     failed = {
                         r["id"]
                         for r in await connection.fetch(
-                            """SELECT id, status FROM notifications
+                            """SELECT id, status, redacted_at FROM notifications
                                WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
                             [c["notification_id"] for c in examined],
                         )
-                        if r["status"] == "failed"
+                        # A redacted one has nothing left to send: skipped, as one not failed.
+                        if r["status"] == "failed" and r["redacted_at"] is None
                     }
                     # Resolved by another request while this one waited for the locks: passed.
                     still_open = {

@@ -526,7 +526,9 @@ class AcceptedNotification(BaseModel):
     project: str = Field(description="The project of the key that created it.")
     status: NotificationStatus
     channel: str
-    to: Recipient
+    to: Recipient | None = Field(
+        description="Null when an idempotent replay finds it redacted (retention)."
+    )
     metadata: dict[str, Any]
     correlation_id: str | None
     created_at: datetime

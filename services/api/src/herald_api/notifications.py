@@ -108,7 +108,7 @@ def _accepted(row: asyncpg.Record) -> AcceptedNotification:
         project=row["project"],
         status=row["status"],
         channel=row["channel"],
-        to=recipient_value(row["channel"], row["recipient"]),
+        to=None if row["redacted_at"] else recipient_value(row["channel"], row["recipient"]),
         metadata=row["metadata"],
         correlation_id=row["correlation_id"],
         created_at=row["created_at"],

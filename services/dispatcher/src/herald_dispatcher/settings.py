@@ -54,13 +54,13 @@ class DispatcherSettings(CommonSettings):
     )
     retention_days: float = Field(
         default=30,
-        gt=0,
+        ge=1,
         description="Notifications (with their attempts and dead letters), dead letters, dead "
         "outcomes, keyed batches and finished campaigns older than this many days are deleted.",
     )
     redact_after_days: float | None = Field(
         default=None,
-        gt=0,
+        ge=1,
         description="If set, a finished notification's recipient and content (and its dead "
         "letters' copy of the message) are blanked after this many days, and finished campaigns' "
         "recipient lists deleted; less than HERALD_RETENTION_DAYS.",
