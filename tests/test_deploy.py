@@ -30,6 +30,7 @@ from herald_channel_sms.settings import SmsSettings
 from herald_common.settings import CommonSettings
 from herald_dispatcher.settings import DispatcherSettings
 from scripts.config_docs import MODELS, env_name
+from tests.support.workspace import workspace_members
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"
@@ -151,14 +152,6 @@ def healthcheck_command(service: str) -> str:
 def default(model: type[BaseSettings], field: str) -> Any:
     value = model.model_fields[field].get_default(call_default_factory=True)
     return value.get_secret_value() if hasattr(value, "get_secret_value") else value
-
-
-def workspace_members() -> list[Path]:
-    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    members: list[Path] = []
-    for pattern in root["tool"]["uv"]["workspace"]["members"]:
-        members += sorted(p.parent for p in ROOT.glob(f"{pattern}/pyproject.toml"))
-    return members
 
 
 def projects() -> dict[str, dict[str, Any]]:

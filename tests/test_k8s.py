@@ -54,6 +54,7 @@ from herald_common.ops import add_ops_routes
 from herald_common.settings import CommonSettings
 from herald_common.topology import Topology
 from herald_dispatcher.settings import DispatcherSettings
+from tests.support.workspace import workspace_members
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -490,14 +491,6 @@ def test_every_service_and_the_migration_are_deployed(overlay: Overlay) -> None:
     expected = "herald-dev" if overlay.name == "dev" else "herald"
     assert namespaces == {expected}
     assert [o["metadata"]["name"] for o in overlay.of_kind("Namespace")] == [expected]
-
-
-def workspace_members() -> list[Path]:
-    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    members: list[Path] = []
-    for pattern in root["tool"]["uv"]["workspace"]["members"]:
-        members += sorted(p.parent for p in ROOT.glob(f"{pattern}/pyproject.toml"))
-    return members
 
 
 def console_scripts(distribution: str) -> set[str]:
