@@ -20,7 +20,6 @@ stale: for up to one refresh interval after an instance joins or leaves (the run
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -30,6 +29,7 @@ from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import ChannelNotFoundEntity
 
 from .amqp import queue_counts
+from .periodic import Periodic
 
 log = structlog.get_logger("herald.ratelimit")
 
@@ -178,7 +178,7 @@ class SharedRateLimiter:
             log.info("rate limit share changed", consumers=consumers, rate=rate)
 
 
-class ConsumerCountSource:
+class ConsumerCountSource(Periodic):
     """The live consumer count of the instance's queues, refreshed every ``interval`` seconds.
 
     The count is the *largest* over ``queue_names``, not the sum: each instance has one
@@ -206,31 +206,27 @@ class ConsumerCountSource:
     ) -> None:
         if not queue_names:
             raise ValueError("at least one queue is needed")
+        super().__init__(interval, "consumer count")
         self._connection = connection
         self._queues = tuple(queue_names)
-        self._interval = interval
         self._timeout = timeout
         self._count = 1
         self._failing = False
-        self._task: asyncio.Task[None] | None = None
 
     def consumers(self) -> int:
         """The last known consumer count, at least 1 (this instance counts itself)."""
         return self._count
 
-    async def start(self) -> None:
-        """Read the count once (so it is known before the first message), then keep it fresh."""
+    async def start(self, *, now: bool = False) -> None:
+        """Read the count once (so it is known before the first message), then keep it fresh
+        (``refresh`` every interval; it keeps the last count when the broker does not answer)."""
         if self._task is not None:
             return
         await self.refresh()
-        self._task = asyncio.create_task(self._run())
+        await super().start()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def tick(self) -> None:
+        await self.refresh()
 
     async def refresh(self) -> int:
         """Read the count now; keep the last one when no queue answers. Returns the count."""
@@ -258,12 +254,3 @@ class ConsumerCountSource:
     async def _read(self, name: str) -> int:
         _, consumers = await queue_counts(self._connection, name, self._timeout)
         return consumers
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.refresh()
-            except Exception:
-                # refresh swallows the broker's errors; this is a bug, and the count is kept.
-                log.exception("consumer count refresh failed")
