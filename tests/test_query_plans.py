@@ -12,16 +12,20 @@ stay a small multiple of the notifications they touch. A plan made for the empty
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from herald_common import control, ledger, outbox
+from herald_api.database import Database
+from herald_api.dead_letters import DeadLetterStore
+from herald_api.notifications import NotificationStore
+from herald_common import control, ledger, outbox, tallies
 from herald_common.db import create_pool
 from herald_common.ledger import Claim, RecordedResult
 from herald_common.schemas import AttemptOutcome
+from herald_common.tallies import MinuteTally
 from herald_common.topology import Topology
 from herald_dispatcher.metrics import DispatcherMetrics
 from herald_dispatcher.outcomes import apply_outcomes
@@ -182,6 +186,7 @@ async def _overview_queries(pool: asyncpg.Pool[Any]) -> None:
         await control.paused_channels(connection)
         await control.live_instances(connection)
         await control.open_dead_letters(connection)
+        await control.outbox_lag(connection, 100_000)
 
 
 async def test_a_retention_pass_reads_what_it_removes_not_the_tables(database_url: str) -> None:
@@ -214,6 +219,75 @@ async def test_a_retention_pass_reads_what_it_removes_not_the_tables(database_ur
         assert done.deleted["notifications"] == 50
         assert done.redacted == 50
         assert read <= SAMPLE_ROWS_BOUND, f"{read:,} rows read by {ROUNDS} retention passes"
+    finally:
+        await pool.close()
+        await database.close()
+
+
+CONSOLE_ROWS_BOUND = 2_000
+"""The console's reads on grown tables: what they return (a page of 50 at most, a handful of
+groups) and the index entries on the way, never a table."""
+
+
+async def test_the_console_search_groups_and_figures_stay_on_their_indexes(
+    database_url: str,
+) -> None:
+    database: asyncpg.Connection[Any] = await asyncpg.connect(database_url)
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    notifications = NotificationStore(
+        Database(pool, 5.0), *cast(Any, (None, None, None, MinuteTally(pool)))
+    )
+    dead_letters = DeadLetterStore(Database(pool, 5.0), cast(Any, None), max_redrive=100)
+    campaign = uuid.uuid4()
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+
+    async def console_reads() -> None:
+        for project in (None, "default"):
+            await notifications.page(project=project, status=None, channel=None, limit=50,
+                                     cursor=None, recipient="target@example.com")  # fmt: skip
+            await notifications.page(project=project, status=None, channel=None, limit=50,
+                                     cursor=None, campaign=campaign)  # fmt: skip
+            await notifications.page(project=project, status="failed", channel="email", limit=50,
+                                     cursor=None, created_before=an_hour_ago)  # fmt: skip
+            await dead_letters.groups(project=project)
+            async with pool.acquire() as connection:
+                await tallies.last_hour(connection, project)
+
+    try:
+        for _ in range(ROUNDS):  # prepared and planned while the tables are empty
+            await console_reads()
+        await _grow(database)
+        await database.execute(
+            """INSERT INTO dead_letters (id, notification_id, channel, reason, body, headers,
+                                         dead_lettered_at, resolved_at, resolution)
+               SELECT gen_random_uuid(), NULL, 'email', 'permanent_failure', '', '{}', now(),
+                      now(), 'discarded'
+               FROM generate_series(1, $1)""",
+            GROWN_TO,
+        )
+        await database.execute(
+            """INSERT INTO notifications (id, channel, recipient, content, status, campaign_id)
+               SELECT gen_random_uuid(), 'email', 'target@example.com', '{}'::jsonb, 'queued',
+                      CASE WHEN i % 2 = 0 THEN $1::uuid END
+               FROM generate_series(1, 10) i""",
+            campaign,
+        )
+        await database.execute(
+            """INSERT INTO notification_minutes (minute, project, channel, lane, accepted)
+               SELECT date_trunc('minute', now()) - make_interval(mins => i), 'default', 'email',
+                      'normal', 1
+               FROM generate_series(1, 2 * 24 * 60) i"""
+        )
+        await _flush_statistics(database)
+        before = await _rows_read(database)
+        for _ in range(ROUNDS):
+            await console_reads()
+        await _flush_statistics(pool)
+        read = await _rows_read(database) - before
+        assert read <= CONSOLE_ROWS_BOUND * ROUNDS, f"{read:,} rows read by {ROUNDS} rounds"
+        found = await notifications.page(project="default", status=None, channel=None, limit=50,
+                                          cursor=None, recipient="target@example.com")  # fmt: skip
+        assert len(found.items) == 10
     finally:
         await pool.close()
         await database.close()

@@ -207,6 +207,15 @@ async def test_an_operator_pauses_and_resumes_the_email_channel(
             20,
             "two instances consume every email lane",
         )
+        # Each instance reports its provider's breaker on its heartbeat.
+        await eventually(
+            lambda: queues(system),
+            lambda s: (
+                s["breakers"] == [{"provider": "smtp", "closed": 2, "half_open": 0, "open": 0}]
+            ),
+            10,
+            "both instances report a closed SMTP breaker",
+        )
 
         status, content_type, body = await steer(system, "email", "pause")
         assert status == 200, body

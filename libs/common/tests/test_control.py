@@ -26,6 +26,9 @@ class _Worker:
     def retry_queues(self) -> list[str]:
         return []
 
+    def breaker_states(self) -> dict[str, str]:
+        return {}
+
 
 def _control(worker: _Worker) -> ChannelControl:
     return ChannelControl(

@@ -4,7 +4,7 @@ from typing import Any
 
 import asyncpg
 
-from herald_common.migrate import apply_migrations, migration_files
+from herald_common.migrate import NO_TRANSACTION, apply_migrations, migration_files, statements
 
 
 async def test_migrations_apply_once_and_in_order(database_url: str) -> None:
@@ -21,5 +21,42 @@ async def test_migrations_apply_once_and_in_order(database_url: str) -> None:
             )
         }
         assert {"notifications", "attempts", "outbox", "dead_letters"} <= tables
+    finally:
+        await connection.close()
+
+
+def test_a_no_transaction_migration_splits_into_its_statements() -> None:
+    sql = (
+        "-- herald:no-transaction\n-- why\nDROP INDEX CONCURRENTLY IF EXISTS a;\n"
+        "CREATE INDEX CONCURRENTLY a\n    ON t (x);\n\n-- more\nSELECT 1;\n"
+    )
+    assert statements(sql) == [
+        "DROP INDEX CONCURRENTLY IF EXISTS a;",
+        "CREATE INDEX CONCURRENTLY a\n    ON t (x);",
+        "SELECT 1;",
+    ]
+
+
+async def test_the_console_indexes_were_built_concurrently_and_are_valid(database_url: str) -> None:
+    [(name, sql)] = [(n, s) for n, s in migration_files() if n.startswith("0015")]
+    assert sql.startswith(NO_TRANSACTION), name
+    connection: asyncpg.Connection[Any] = await asyncpg.connect(database_url)
+    try:
+        valid = {
+            r["relname"]: r["indisvalid"]
+            for r in await connection.fetch(
+                """SELECT c.relname, i.indisvalid FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indexrelid
+                   WHERE c.relname IN ('notifications_recipient_newest',
+                                       'notifications_campaign_newest')"""
+            )
+        }
+        assert valid == {
+            "notifications_recipient_newest": True,
+            "notifications_campaign_newest": True,
+        }
+        # Run again from the start (as after a failure half-way): it drops and builds them anew.
+        for statement in statements(sql):
+            await connection.execute(statement)
     finally:
         await connection.close()

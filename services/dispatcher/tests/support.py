@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from herald_common.amqp import Publisher
 from herald_common.schemas import AttemptOutcome
+from herald_common.tallies import MinuteTally
 from herald_common.topology import Topology
 from herald_dispatcher.consumers import Consumers
 from herald_dispatcher.dead_letters import DeadLetter
@@ -106,6 +107,7 @@ class Running:
     publisher: Publisher
     registry: CollectorRegistry
     topology: Topology
+    tally: MinuteTally
 
     def sample(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
@@ -121,6 +123,7 @@ async def running_consumers(
     await channel.close()
     publisher = await Publisher.open(amqp, 5.0)
     registry = CollectorRegistry()
+    tally = MinuteTally(pool)
     consumers = Consumers(
         amqp,
         pool,
@@ -128,10 +131,11 @@ async def running_consumers(
         topology,
         prefetch=64,
         metrics=DispatcherMetrics.create(registry),
+        tally=tally,
     )
     try:
         await consumers.start()
-        yield Running(consumers, publisher, registry, topology)
+        yield Running(consumers, publisher, registry, topology, tally)
     finally:
         await consumers.stop()
         await publisher.close()

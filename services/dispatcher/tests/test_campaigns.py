@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from herald_common import outbox
 from herald_common.amqp import Publisher
+from herald_common.tallies import MinuteTally
 from herald_common.topology import Topology
 from herald_dispatcher import campaigns as module
 from herald_dispatcher.campaigns import CampaignRunner
@@ -39,6 +40,7 @@ async def _runner(
         chunk_size=chunk,
         poll_interval=0.1,
         metrics=DispatcherMetrics.create(CollectorRegistry()),
+        tally=MinuteTally(pool),
     )
     return runner, topology
 

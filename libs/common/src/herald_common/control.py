@@ -21,7 +21,7 @@ import os
 import secrets
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aio_pika
@@ -146,6 +146,22 @@ async def open_dead_letters(executor: Executor) -> dict[str, int]:
     return {r["channel"]: int(r["n"]) for r in rows}
 
 
+async def outbox_lag(executor: Executor, cap: int) -> tuple[int, float | None]:
+    """Outbox rows due now (counted up to ``cap``) and the age in seconds of the oldest, None
+    when none is due; both on the outbox's (available_at, id) index."""
+    row = await executor.fetchrow(
+        """SELECT
+               (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE available_at <= now()
+                                      LIMIT $1) due) AS backlog,
+               (SELECT EXTRACT(EPOCH FROM now() - available_at)::float8 FROM outbox
+                WHERE available_at <= now() ORDER BY available_at, id LIMIT 1) AS oldest_age""",
+        cap,
+    )
+    assert row is not None
+    oldest = row["oldest_age"]
+    return int(row["backlog"]), None if oldest is None else max(float(oldest), 0.0)
+
+
 @dataclass(frozen=True)
 class ChannelInstances:
     """What the live instances of one channel report together."""
@@ -155,6 +171,8 @@ class ChannelInstances:
     sent_last_minute: int
     paused_instances: int
     retry_queues: tuple[str, ...]
+    breakers: dict[str, dict[str, int]] = field(default_factory=dict)
+    """provider -> breaker state -> live instances in it."""
 
 
 async def live_instances(executor: Executor) -> dict[str, ChannelInstances]:
@@ -167,7 +185,8 @@ async def live_instances(executor: Executor) -> dict[str, ChannelInstances]:
                   COALESCE(sum(sent_last_minute) FILTER (WHERE live), 0) AS sent_last_minute,
                   count(*) FILTER (WHERE live AND paused) AS paused_instances,
                   ARRAY(SELECT DISTINCT q FROM channel_instances i2, unnest(i2.retry_queues) q
-                        WHERE i2.channel = i.channel ORDER BY q) AS retry_queues
+                        WHERE i2.channel = i.channel ORDER BY q) AS retry_queues,
+                  jsonb_agg(breakers) FILTER (WHERE live) AS breakers
            FROM (SELECT *, seen_at > now() - make_interval(secs => $1) AS live
                  FROM channel_instances) i
            GROUP BY channel""",
@@ -180,9 +199,19 @@ async def live_instances(executor: Executor) -> dict[str, ChannelInstances]:
             int(r["sent_last_minute"]),
             int(r["paused_instances"]),
             tuple(r["retry_queues"]),
+            _breaker_counts(r["breakers"] or []),
         )
         for r in rows
     }
+
+
+def _breaker_counts(reports: list[dict[str, str]]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for report in reports:
+        for provider, state in report.items():
+            by_state = counts.setdefault(provider, {})
+            by_state[state] = by_state.get(state, 0) + 1
+    return counts
 
 
 @dataclass(frozen=True)
@@ -235,6 +264,8 @@ class ControlledWorker(Protocol):
     def sent(self) -> int: ...
 
     def retry_queues(self) -> list[str]: ...
+
+    def breaker_states(self) -> dict[str, str]: ...
 
 
 def instance_name() -> str:
@@ -337,18 +368,20 @@ class ChannelControl(Periodic):
             self._obey(await read_paused(connection, worker.channel))
             await connection.execute(
                 """INSERT INTO channel_instances
-                       (instance, channel, in_flight, sent_last_minute, paused, retry_queues)
-                   VALUES ($1, $2, $3, $4, $5, $6)
+                       (instance, channel, in_flight, sent_last_minute, paused, retry_queues,
+                        breakers)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
                    ON CONFLICT (instance) DO UPDATE
                    SET seen_at = now(), in_flight = EXCLUDED.in_flight,
                        sent_last_minute = EXCLUDED.sent_last_minute, paused = EXCLUDED.paused,
-                       retry_queues = EXCLUDED.retry_queues""",
+                       retry_queues = EXCLUDED.retry_queues, breakers = EXCLUDED.breakers""",
                 self.instance,
                 worker.channel,
                 worker.in_flight,
                 self._sent_last_minute(),
                 worker.paused,
                 worker.retry_queues(),
+                worker.breaker_states(),
             )
             await connection.execute(
                 "DELETE FROM channel_instances WHERE seen_at < now() - make_interval(secs => $1)",

@@ -3,6 +3,11 @@
 A runner of a few dozen lines instead of Alembic: Herald writes SQL for asyncpg and has no
 SQLAlchemy models for Alembic to diff, and plain numbered SQL files are what an operator reads.
 The advisory lock lets every replica run ``herald-migrate`` at start without racing.
+
+A migration runs in one transaction, unless its first line is ``-- herald:no-transaction``: then
+each statement (one per ``;`` at a line's end) runs on its own, which ``CREATE INDEX
+CONCURRENTLY`` needs, and the migration is recorded only after the last one. Such a file must be
+safe to run again from the start (``DROP INDEX CONCURRENTLY IF EXISTS`` before each build).
 """
 
 from __future__ import annotations
@@ -16,6 +21,23 @@ import asyncpg
 from .settings import CommonSettings
 
 _LOCK_KEY = 0x4E524C44  # "HRLD": one advisory lock for every Herald migrator
+NO_TRANSACTION = "-- herald:no-transaction"
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of a no-transaction migration: split where a line ends with ``;``
+    (comments dropped; such files hold no function bodies or strings spanning lines)."""
+    found, current = [], []
+    for line in sql.splitlines():
+        if line.lstrip().startswith("--") or not line.strip():
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            found.append("\n".join(current))
+            current = []
+    if current:
+        found.append("\n".join(current))
+    return found
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -41,9 +63,16 @@ async def apply_migrations(connection: asyncpg.Connection[Any]) -> list[str]:
         for name, sql in migration_files():
             if name in done:
                 continue
-            async with connection.transaction():
-                await connection.execute(sql)
+            if sql.startswith(NO_TRANSACTION):
+                for statement in statements(sql):
+                    await connection.execute(statement)
                 await connection.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+            else:
+                async with connection.transaction():
+                    await connection.execute(sql)
+                    await connection.execute(
+                        "INSERT INTO schema_migrations (name) VALUES ($1)", name
+                    )
             applied_now.append(name)
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

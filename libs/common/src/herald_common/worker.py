@@ -496,6 +496,15 @@ class ChannelWorker:
         """Deliveries this instance has concluded as sent since it started."""
         return self._sent
 
+    def breaker_states(self) -> dict[str, str]:
+        """Each provider's breaker state (closed, half_open, open), for the heartbeat."""
+        return {
+            h.name: h.breaker.state
+            for route in self._routes.values()
+            for h in route
+            if h.breaker is not None
+        }
+
     def retry_queues(self) -> list[str]:
         """The retry-tier queues of this channel's work queues."""
         return [

@@ -19,16 +19,19 @@ from herald_common import tracing
 from herald_common.db import create_pool
 from herald_common.metrics import service_registry
 from herald_common.ops import add_ops_routes
+from herald_common.tallies import MinuteTally
 
 from . import (
     audit,
     campaigns,
+    console,
     dead_letters,
     docs,
     keys,
     notifications,
     openapi,
     queues,
+    stats,
     templates,
 )
 from .audit import AUDIT_LOG, AuditLog
@@ -36,7 +39,7 @@ from .auth import RATE_LIMITS, RateLimits, auth_middleware
 from .broker import BROKER, BrokerLink
 from .campaigns import CAMPAIGNS, CampaignStore
 from .correlation import correlation_middleware
-from .database import Database
+from .database import DATABASE, Database
 from .dead_letters import DEAD_LETTERS, DeadLetterStore
 from .keys import KEYS, KeyStore, ensure_bootstrap_key
 from .metrics import ApiMetrics, metrics_middleware
@@ -44,10 +47,10 @@ from .notifications import NOTIFICATIONS, NotificationStore
 from .problems import problem_middleware
 from .queues import QUEUES, QueueControl
 from .settings import API_SETTINGS, ApiSettings
+from .stats import TALLY
 from .templates import TEMPLATES, TemplateStore
 
 POOL = web.AppKey("pool", asyncpg.Pool)
-DATABASE = web.AppKey("database", Database)
 METRICS = web.AppKey("metrics", ApiMetrics)
 
 READINESS_TIMEOUT = 2.0
@@ -87,7 +90,7 @@ async def _broker_and_stores(app: web.Application) -> AsyncIterator[None]:
     app[BROKER] = broker
     templates = TemplateStore(database, settings.default_locale)
     app[TEMPLATES] = templates
-    notifications = NotificationStore(database, broker, metrics, templates)
+    notifications = NotificationStore(database, broker, metrics, templates, app[TALLY])
     app[CAMPAIGNS] = CampaignStore(database, templates, settings)
     app[NOTIFICATIONS] = notifications
     app[DEAD_LETTERS] = DeadLetterStore(database, broker, settings.api_max_redrive)
@@ -97,6 +100,18 @@ async def _broker_and_stores(app: web.Application) -> AsyncIterator[None]:
     finally:
         await notifications.close()
         await broker.close()
+
+
+async def _tally(app: web.Application) -> AsyncIterator[None]:
+    """The accepted counts for ``GET /v1/stats``, flushed every few seconds and at shutdown
+    (after the stores closed, so what they accepted last is in it)."""
+    tally = MinuteTally(app[POOL])
+    app[TALLY] = tally
+    await tally.start()
+    try:
+        yield
+    finally:
+        await tally.stop()
 
 
 def create_app(settings: ApiSettings) -> web.Application:
@@ -119,6 +134,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app[RATE_LIMITS] = RateLimits(settings.api_key_rate_limit)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_keys)
+    app.cleanup_ctx.append(_tally)
     app.cleanup_ctx.append(_broker_and_stores)
 
     async def database_ready() -> None:
@@ -136,6 +152,8 @@ def create_app(settings: ApiSettings) -> web.Application:
     templates.add_routes(app)
     campaigns.add_routes(app)
     queues.add_routes(app)
+    stats.add_routes(app)
     openapi.add_routes(app)
     docs.add_routes(app)
+    console.add_routes(app)
     return app

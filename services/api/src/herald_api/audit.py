@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiohttp import web
 
-from .bodies import query_line
+from .bodies import query_instant, query_line
 from .database import Database
 from .errors import FieldProblem, InvalidInput
 from .models import AUDIT_ACTIONS, AuditAction, AuditEntry, AuditPage
@@ -87,29 +87,14 @@ AUDIT_LOG = web.AppKey("audit_log", AuditLog)
 # --- routes -----------------------------------------------------------------------------------
 
 
-def _instant(request: web.Request, name: str) -> datetime | None:
-    value = query_line(request, name)
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-        if when.tzinfo is None:
-            raise ValueError("no offset")
-        return when.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise InvalidInput(
-            [FieldProblem(name, "must be an RFC 3339 instant with an offset")]
-        ) from None
-
-
 async def list_audit(request: web.Request) -> web.Response:
     action = query_line(request, "action")
     if action is not None and action not in AUDIT_ACTIONS:
         raise InvalidInput([FieldProblem("action", f"must be one of {', '.join(AUDIT_ACTIONS)}")])
     page = await request.app[AUDIT_LOG].page(
         action=action,
-        since=_instant(request, "since"),
-        until=_instant(request, "until"),
+        since=query_instant(request, "since"),
+        until=query_instant(request, "until"),
         limit=parse_limit(request.query.get("limit")),
         cursor=request.query.get("cursor") or None,
     )

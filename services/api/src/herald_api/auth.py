@@ -81,7 +81,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scope is None and request.match_info.http_exception is None:
         # A route that matched but has no scope in the table: refuse rather than fail open.
         raise Forbidden("this operation has no scope; no key may use it")
-    if scope is not None and scope not in key.scopes:
+    # An empty scope ("") is an operation any valid key may use (GET /v1/me).
+    if scope and scope not in key.scopes:
         raise Forbidden(f"this API key lacks the {scope!r} scope")
     request[PRINCIPAL] = key
     return await handler(request)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -202,6 +203,22 @@ def query_line(request: web.Request, name: str) -> str | None:
     if value is not None and (reason := line_problem(value)) is not None:
         raise InvalidInput([FieldProblem(name, reason)])
     return value
+
+
+def query_instant(request: web.Request, name: str) -> datetime | None:
+    """A query parameter that is an RFC 3339 instant with an offset, if given (in UTC)."""
+    value = query_line(request, name)
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+        if when.tzinfo is None:
+            raise ValueError("no offset")
+        return when.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidInput(
+            [FieldProblem(name, "must be an RFC 3339 instant with an offset")]
+        ) from None
 
 
 def idempotency_key(request: web.Request) -> str | None:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 from asyncpg.pool import PoolConnectionProxy
 
 from .errors import Unavailable
@@ -46,3 +47,6 @@ class Database:
         """A pooled connection inside a transaction (committed unless the block raises)."""
         async with self.connection() as connection, connection.transaction():
             yield connection
+
+
+DATABASE = web.AppKey("database", Database)

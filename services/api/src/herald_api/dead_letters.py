@@ -34,7 +34,16 @@ from .broker import BrokerLink, Handoff
 from .database import Database
 from .deliveries import PendingMessage, recipient_value, traceparent_of
 from .errors import Conflict, FieldProblem, InvalidInput, NotFound
-from .models import PROJECT_PATTERN, DeadLetter, DeadLetterPage, RedriveFilter, RedriveResult
+from .models import (
+    PROJECT_PATTERN,
+    DeadLetter,
+    DeadLetterGroup,
+    DeadLetterGroups,
+    DeadLetterPage,
+    DiscardResult,
+    RedriveFilter,
+    RedriveResult,
+)
 from .notifications import parse_id
 from .pagination import KeysetQuery, encode_cursor, parse_limit
 from .principal import VerifiedKey, principal
@@ -42,6 +51,14 @@ from .responses import json_model
 from .settings import API_SETTINGS
 
 log = structlog.get_logger("herald_api.dead_letters")
+
+_OF_PROJECT = "(SELECT project FROM notifications n WHERE n.id = notification_id) = {0}"
+"""A dead letter of the project's notifications: its notification looked up by id for each open
+dead letter met (a correlated subquery, which PostgreSQL cannot turn into a scan of every
+notification of the project, as it may an ``IN (SELECT ...)``)."""
+
+GROUPS_CAP = 100_000
+"""Open dead letters counted at most when grouping them."""
 
 _COLUMNS = """id, notification_id, project, channel, reason, last_error, attempts,
     dead_lettered_at, resolved_at, resolution"""
@@ -185,6 +202,91 @@ class DeadLetterStore:
             next_cursor = encode_cursor(items[-1].dead_lettered_at, items[-1].id)
         return DeadLetterPage(items=items, next_cursor=next_cursor)
 
+    async def groups(self, *, project: str | None) -> DeadLetterGroups:
+        """Open dead letters by channel and reason, counted up to ``GROUPS_CAP`` in all. Each
+        part reads only open rows, through its partial index (dead_letters_one_open,
+        dead_letters_open_malformed); a malformed message has no project, so it counts only
+        when no project is asked for."""
+        project_clause = (
+            "AND (SELECT project FROM notifications n WHERE n.id = notification_id) = $2"
+            if project is not None
+            else ""
+        )
+        malformed = (
+            ""
+            if project is not None
+            else """UNION ALL
+                (SELECT channel, reason FROM dead_letters
+                 WHERE resolved_at IS NULL AND notification_id IS NULL LIMIT $1)"""
+        )
+        args: list[Any] = [GROUPS_CAP + 1] + ([project] if project is not None else [])
+        async with self._database.connection() as connection:
+            rows = await connection.fetch(
+                f"""SELECT channel, reason, count(*) AS n FROM (
+                        (SELECT channel, reason FROM dead_letters
+                         WHERE resolved_at IS NULL AND notification_id IS NOT NULL
+                         {project_clause} LIMIT $1)
+                        {malformed}
+                    ) open
+                    GROUP BY channel, reason ORDER BY n DESC, channel, reason""",
+                *args,
+            )
+        groups = [
+            DeadLetterGroup(channel=r["channel"], reason=r["reason"], count=r["n"]) for r in rows
+        ]
+        return DeadLetterGroups(groups=groups, capped=sum(g.count for g in groups) > GROUPS_CAP)
+
+    async def discard_matching(self, where: RedriveFilter, *, actor: VerifiedKey) -> DiscardResult:
+        """Discard the unresolved dead letters the filter matches (malformed ones too, unless a
+        project is named), oldest first, at most ``max_redrive`` per call; ``next_cursor``
+        continues after the last one. Rows another request holds are passed over, not waited
+        for: they are being redriven or discarded already."""
+        query = KeysetQuery()
+        query.add("resolved_at IS NULL")
+        if where.channel is not None:
+            query.add("channel = {0}", where.channel)
+        if where.reason is not None:
+            query.add("reason = {0}", where.reason)
+        if where.since is not None:
+            query.add("dead_lettered_at >= {0}", where.since)
+        if where.until is not None:
+            query.add("dead_lettered_at < {0}", where.until)
+        if where.project is not None:
+            query.add(_OF_PROJECT, where.project)
+        query.after("dead_lettered_at", where.cursor, ascending=True)
+        limit_arg = query.limit_placeholder(self._max_redrive)
+        async with self._database.transaction() as connection:
+            examined = await connection.fetch(
+                f"""SELECT id, dead_lettered_at FROM dead_letters {query.where()}
+                    ORDER BY dead_lettered_at, id LIMIT {limit_arg}""",
+                *query.args,
+            )
+            examined = examined[: self._max_redrive]
+            discarded = [
+                r["id"]
+                for r in await connection.fetch(
+                    """UPDATE dead_letters SET resolved_at = now(), resolution = 'discarded'
+                       WHERE id IN (SELECT id FROM dead_letters
+                                    WHERE id = ANY($1::uuid[]) AND resolved_at IS NULL
+                                    ORDER BY id FOR UPDATE SKIP LOCKED)
+                       RETURNING id""",
+                    [r["id"] for r in examined],
+                )
+            ]
+            await audit.record(
+                connection,
+                actor,
+                "dead_letters.discard",
+                where.model_dump_json(exclude_none=True),
+                {"discarded": [str(d) for d in discarded]},
+            )
+        more = len(examined) == self._max_redrive
+        next_cursor = (
+            encode_cursor(examined[-1]["dead_lettered_at"], examined[-1]["id"]) if more else None
+        )
+        log.info("dead letters discarded", discarded=len(discarded))
+        return DiscardResult(discarded=len(discarded), ids=discarded, next_cursor=next_cursor)
+
     async def get(self, id: UUID) -> DeadLetter:
         async with self._database.connection() as connection:
             row = await _fetch(connection, id)
@@ -272,10 +374,7 @@ class DeadLetterStore:
         if where.until is not None:
             query.add("dead_lettered_at < {0}", where.until)
         if where.project is not None:
-            query.add(
-                "notification_id IN (SELECT id FROM notifications WHERE project = {0})",
-                where.project,
-            )
+            query.add(_OF_PROJECT, where.project)
         query.after("dead_lettered_at", where.cursor, ascending=True)
         limit_arg = query.limit_placeholder(self._max_redrive)
         handoff: Handoff | None = None
@@ -472,6 +571,19 @@ async def redrive_dead_letters(request: web.Request) -> web.Response:
     return json_model(result)
 
 
+async def group_dead_letters(request: web.Request) -> web.Response:
+    return json_model(await request.app[DEAD_LETTERS].groups(project=_project(request)))
+
+
+async def discard_dead_letters(request: web.Request) -> web.Response:
+    settings = request.app[API_SETTINGS]
+    where = parse_model(RedriveFilter, await read_json(request, settings.api_max_body_bytes))
+    log.info("bulk discard requested", **where.model_dump(mode="json", exclude_none=True))
+    return json_model(
+        await request.app[DEAD_LETTERS].discard_matching(where, actor=principal(request))
+    )
+
+
 async def discard_dead_letter(request: web.Request) -> web.Response:
     id = parse_id(request.match_info["id"])
     return json_model(await request.app[DEAD_LETTERS].discard(id, actor=principal(request)))
@@ -479,6 +591,8 @@ async def discard_dead_letter(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/dead-letters", list_dead_letters)
+    app.router.add_get("/v1/dead-letters/groups", group_dead_letters)  # before {id}
+    app.router.add_post("/v1/dead-letters/discard", discard_dead_letters)
     app.router.add_post("/v1/dead-letters/redrive", redrive_dead_letters)
     app.router.add_get("/v1/dead-letters/{id}", get_dead_letter)
     app.router.add_delete("/v1/dead-letters/{id}", discard_dead_letter)

@@ -26,7 +26,7 @@ from . import audit
 from .bodies import parse_model, read_json
 from .database import Database
 from .errors import Conflict, NotFound
-from .models import DEFAULT_PROJECT, SCOPES, ApiKey, CreatedKey, KeyList, KeyRequest
+from .models import DEFAULT_PROJECT, SCOPES, ApiKey, CreatedKey, KeyList, KeyRequest, Me
 from .notifications import parse_id
 from .principal import VerifiedKey, principal
 from .responses import json_model
@@ -238,6 +238,19 @@ class KeyStore:
         async with self._database.connection() as connection:
             return await list_keys(connection)
 
+    async def me(self, key: VerifiedKey) -> Me:
+        """The requesting key as the console shows it (its name read; its scopes as verified)."""
+        async with self._database.connection() as connection:
+            name = await connection.fetchval("SELECT name FROM api_keys WHERE id = $1", key.id)
+        return Me.model_validate(
+            {
+                "id": key.id,
+                "name": name or "",
+                "project": key.project,
+                "scopes": [s for s in SCOPES if s in key.scopes],
+            }
+        )
+
     async def revoke(self, id: UUID, actor: VerifiedKey) -> ApiKey:
         async with self._database.connection() as connection:
             revoked = await revoke_key(connection, id, actor)
@@ -272,7 +285,12 @@ async def revoke_key_route(request: web.Request) -> web.Response:
     return json_model(await request.app[KEYS].revoke(id, principal(request)))
 
 
+async def me_route(request: web.Request) -> web.Response:
+    return json_model(await request.app[KEYS].me(principal(request)))
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/me", me_route)
     app.router.add_post("/v1/keys", create_key_route)
     app.router.add_get("/v1/keys", list_keys_route)
     app.router.add_delete("/v1/keys/{id}", revoke_key_route)

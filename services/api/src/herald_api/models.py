@@ -41,6 +41,7 @@ AuditAction = Literal[
     "dead_letter.redrive",
     "dead_letters.redrive",
     "dead_letter.discard",
+    "dead_letters.discard",
     "key.create",
     "key.revoke",
     "template.save",
@@ -841,6 +842,15 @@ class RetryTier(BaseModel):
     depth: int | None
 
 
+class ProviderBreakers(BaseModel):
+    """A provider's circuit breakers: each live instance keeps its own."""
+
+    provider: str
+    closed: int = Field(description="Live instances whose breaker lets calls through.")
+    half_open: int = Field(description="Live instances trying one call after a cooldown.")
+    open: int = Field(description="Live instances not calling the provider.")
+
+
 class ChannelQueues(BaseModel):
     """A channel's queues and what its live instances report."""
 
@@ -860,12 +870,90 @@ class ChannelQueues(BaseModel):
     dead_letters: int = Field(
         description="Open dead letters of the channel's notifications (counted up to 100,000)."
     )
+    breakers: list[ProviderBreakers] = Field(
+        default_factory=list, description="Each provider's breakers, as the live instances report."
+    )
+
+
+class OutboxLag(BaseModel):
+    """Notifications committed and not yet confirmed by the broker (the dispatcher's relay
+    publishes them)."""
+
+    backlog: int = Field(description="Outbox rows due now (counted up to 100,000).")
+    oldest_age_seconds: float | None = Field(
+        description="How long the oldest due row has waited; null when none is due."
+    )
 
 
 class QueueOverview(BaseModel):
     """Every channel's queues."""
 
     channels: list[ChannelQueues]
+    outbox: OutboxLag
+
+
+class LaneFigures(BaseModel):
+    """What one lane of a channel accepted, sent and failed."""
+
+    lane: Literal["high", "normal", "low"]
+    accepted: int
+    sent: int
+    failed: int
+
+
+class ChannelFigures(BaseModel):
+    """What a channel accepted, sent and failed, in all and per lane."""
+
+    channel: str
+    accepted: int
+    sent: int
+    failed: int
+    lanes: list[LaneFigures]
+
+
+class Stats(BaseModel):
+    """Notifications accepted, sent and failed over the last hour, per channel and lane, of the
+    key's project (an admin key: every project's, unless told). Up to a few seconds behind."""
+
+    window_seconds: int = Field(description="The window: the last hour.")
+    project: str | None = Field(description="The project counted; null: every project.")
+    channels: list[ChannelFigures]
+
+
+class Me(BaseModel):
+    """The API key that made the request: what it may do, in which project."""
+
+    id: UUID
+    name: str
+    project: str
+    scopes: list[Scope]
+
+
+class DeadLetterGroup(BaseModel):
+    """Open dead letters of one channel with one reason."""
+
+    channel: str
+    reason: str
+    count: int
+
+
+class DeadLetterGroups(BaseModel):
+    """Open dead letters grouped by channel and reason, biggest group first."""
+
+    groups: list[DeadLetterGroup]
+    capped: bool = Field(
+        description="More than 100,000 are open: the counts are of the first 100,000."
+    )
+
+
+class DiscardResult(BaseModel):
+    """What a bulk discard resolved as `discarded`."""
+
+    discarded: int
+    ids: list[UUID] = Field(description="The dead letters discarded.")
+    next_cursor: str | None = Field(
+        description="More may match: send the same filter again with this as `cursor`."
+    )
 
 
 class ChannelState(BaseModel):

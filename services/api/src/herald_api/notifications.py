@@ -21,6 +21,7 @@ from herald_common.db import is_bad_data
 from herald_common.messages import delivery_message
 from herald_common.outbox import OutboxMessage
 from herald_common.statuses import CANCELABLE
+from herald_common.tallies import MinuteTally
 from herald_common.topology import NORMAL
 
 from .bodies import (
@@ -28,6 +29,8 @@ from .bodies import (
     idempotency_key,
     parse_batch,
     parse_single,
+    query_instant,
+    query_line,
     read_json,
     request_hash,
 )
@@ -222,9 +225,11 @@ class NotificationStore:
         broker: BrokerLink,
         metrics: ApiMetrics,
         templates: TemplateStore,
+        tally: MinuteTally,
     ) -> None:
         self._database = database
         self._templates = templates
+        self._tally = tally
         self._broker = broker
         self._metrics = metrics
         # Group commit: concurrent single POSTs share one transaction (one WAL flush). A row
@@ -342,6 +347,7 @@ class NotificationStore:
             async with self._database.connection() as connection:
                 return await self._replay(connection, project, idempotency_key, digest), True
         self._metrics.accepted.labels(request.channel).inc()
+        self._tally.count("accepted", project, request.channel, row.priority)
         log.debug("notification accepted", notification_id=str(id), channel=request.channel)
         return (
             AcceptedNotification(
@@ -439,6 +445,7 @@ class NotificationStore:
                 )
         for request in requests:
             self._metrics.accepted.labels(request.channel).inc()
+            self._tally.count("accepted", project, request.channel, request.priority or NORMAL)
         log.debug("notification batch accepted", notifications=len(requests))
         await self._broker.publish(publish)
         accepted = [
@@ -565,10 +572,21 @@ class NotificationStore:
         limit: int,
         cursor: str | None,
         campaign: UUID | None = None,
+        recipient: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> NotificationPage:
+        # Each filter has an index that leads with it and ends in (created_at, id), so the
+        # planner walks one of them newest first and checks the rest on the rows it meets.
         query = KeysetQuery()
         if campaign is not None:
             query.add("campaign_id = {0}", campaign)
+        if recipient is not None:
+            query.add("recipient = {0}", recipient)
+        if created_after is not None:
+            query.add("created_at >= {0}", created_after)
+        if created_before is not None:
+            query.add("created_at < {0}", created_before)
         if project is not None:
             query.add("project = {0}", project)
         if status is not None:
@@ -665,6 +683,12 @@ async def list_notifications(request: web.Request) -> web.Response:
     project = visible_project(request)
     if project is not None and not re.fullmatch(PROJECT_PATTERN, project):
         problems.append(FieldProblem("project", "not a project name"))
+    campaign = None
+    if text := params.get("campaign"):
+        try:
+            campaign = UUID(text)
+        except ValueError:
+            problems.append(FieldProblem("campaign", "must be a campaign id (a UUID)"))
     if problems:
         raise InvalidInput(problems)
     page = await request.app[NOTIFICATIONS].page(
@@ -673,6 +697,10 @@ async def list_notifications(request: web.Request) -> web.Response:
         channel=channel,
         limit=parse_limit(params.get("limit")),
         cursor=params.get("cursor") or None,
+        campaign=campaign,
+        recipient=query_line(request, "to"),
+        created_after=query_instant(request, "created_after"),
+        created_before=query_instant(request, "created_before"),
     )
     return json_model(page)
 

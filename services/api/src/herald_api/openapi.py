@@ -22,6 +22,7 @@ from herald_common.channels import CHANNELS
 from herald_common.templates import NAME_PATTERN
 
 from .bodies import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
+from .console import ASSETS as CONSOLE_ASSETS
 from .correlation import CORRELATION_HEADER
 from .docs import ASSETS as DOCS_ASSETS
 from .models import (
@@ -45,9 +46,12 @@ from .models import (
     ChannelState,
     CreatedKey,
     DeadLetter,
+    DeadLetterGroups,
     DeadLetterPage,
+    DiscardResult,
     KeyList,
     KeyRequest,
+    Me,
     Notification,
     NotificationDetail,
     NotificationPage,
@@ -55,6 +59,7 @@ from .models import (
     QueueOverview,
     RedriveFilter,
     RedriveResult,
+    Stats,
     Template,
     TemplateList,
 )
@@ -76,6 +81,10 @@ _MODELS: list[tuple[type[BaseModel], Mode]] = [
     (CampaignAccepted, "serialization"),
     (CampaignPage, "serialization"),
     (QueueOverview, "serialization"),
+    (Stats, "serialization"),
+    (Me, "serialization"),
+    (DeadLetterGroups, "serialization"),
+    (DiscardResult, "serialization"),
     (ChannelState, "serialization"),
     (TemplateList, "serialization"),
     (ApiKey, "serialization"),
@@ -376,6 +385,27 @@ def openapi_document() -> dict[str, Any]:
                             "Only this channel.",
                             {"type": "string", "enum": list(REQUEST_MODELS)},
                         ),
+                        _query(
+                            "to",
+                            "Only this recipient, exactly as stored (an email address as sent, "
+                            "a phone number in E.164).",
+                            {"type": "string"},
+                        ),
+                        _query(
+                            "campaign",
+                            "Only this campaign's.",
+                            {"type": "string", "format": "uuid"},
+                        ),
+                        _query(
+                            "created_after",
+                            "Only those accepted at or after this instant.",
+                            {"type": "string", "format": "date-time"},
+                        ),
+                        _query(
+                            "created_before",
+                            "Only those accepted before this instant.",
+                            {"type": "string", "format": "date-time"},
+                        ),
                         _PROJECT,
                         _LIMIT,
                         _CURSOR,
@@ -471,6 +501,36 @@ def openapi_document() -> dict[str, Any]:
                         "200": _ok("A page of dead letters.", ref(DeadLetterPage)),
                         **_problems(422),
                     },
+                }
+            ),
+        },
+        "/v1/dead-letters/groups": {
+            "get": _reads_database(
+                {
+                    "security": _scope("admin"),
+                    "summary": "Open dead letters grouped by channel and reason, with counts",
+                    "operationId": "groupDeadLetters",
+                    "parameters": [_PROJECT],
+                    "responses": {
+                        "200": _ok("The groups, biggest first.", ref(DeadLetterGroups)),
+                        **_problems(422),
+                    },
+                }
+            ),
+        },
+        "/v1/dead-letters/discard": {
+            "post": _reads_body(
+                {
+                    "security": _scope("admin"),
+                    "summary": "Discard the unresolved dead letters the filter matches",
+                    "description": (
+                        "Oldest first, at most `HERALD_API_MAX_REDRIVE` per request: while the "
+                        "response has a `next_cursor`, send the same filter with it as `cursor`. "
+                        "Audited as `dead_letters.discard`."
+                    ),
+                    "operationId": "discardDeadLetters",
+                    "requestBody": {"required": True, **_json(ref(RedriveFilter))},
+                    "responses": {"200": _ok("What was discarded.", ref(DiscardResult))},
                 }
             ),
         },
@@ -846,6 +906,34 @@ def openapi_document() -> dict[str, Any]:
             }
             for action, summary in _CAMPAIGN_STEERING.items()
         },
+        "/v1/me": {
+            "get": _reads_database(
+                {
+                    "security": [{SECURITY_SCHEME: []}],
+                    "summary": "The API key making the request: its name, project and scopes",
+                    "description": "Any valid key may ask (the console signs in with it).",
+                    "operationId": "getMe",
+                    "responses": {"200": _ok("The key.", ref(Me))},
+                }
+            ),
+        },
+        "/v1/stats": {
+            "get": _reads_database(
+                {
+                    "security": _scope("read"),
+                    "summary": "Notifications accepted, sent and failed over the last hour, per "
+                    "channel and lane",
+                    "description": (
+                        "Of the key's project (an admin key: every project's unless told). The "
+                        "services add their counts every few seconds, so the figures may be that "
+                        "far behind."
+                    ),
+                    "operationId": "getStats",
+                    "parameters": [_PROJECT],
+                    "responses": {"200": _ok("The figures.", ref(Stats)), **_problems(422)},
+                }
+            ),
+        },
         "/v1/queues": {
             "get": _reads_database(
                 {
@@ -960,6 +1048,43 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        "/console": {
+            "get": {
+                "summary": "The web console: queues, notifications, dead letters, campaigns and "
+                "channels in a browser (sign in with an API key)",
+                "operationId": "console",
+                "responses": {
+                    "200": {
+                        "description": "The page.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/console/{asset}": {
+            "get": {
+                "summary": "A file of the web console",
+                "operationId": "consoleAsset",
+                "parameters": [
+                    {
+                        "name": "asset",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": list(CONSOLE_ASSETS)},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            media_type: {"schema": {"type": "string"}}
+                            for media_type in sorted(set(CONSOLE_ASSETS.values()))
+                        },
+                    },
+                    **_problems(404),
+                },
+            }
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -994,7 +1119,7 @@ def openapi_document() -> dict[str, Any]:
 def required_scopes() -> dict[tuple[str, str], str]:
     """The scope each operation needs, by (method, route template): read from the document."""
     return {
-        (method.upper(), path): requirement[SECURITY_SCHEME][0]
+        (method.upper(), path): next(iter(requirement[SECURITY_SCHEME]), "")
         for path, operations in openapi_document()["paths"].items()
         for method, operation in operations.items()
         for requirement in operation.get("security", [])

@@ -21,13 +21,25 @@ from . import audit
 from .broker import BrokerLink
 from .database import Database
 from .errors import NotFound
-from .models import AuditAction, ChannelQueues, ChannelState, LaneQueue, QueueOverview, RetryTier
+from .models import (
+    AuditAction,
+    ChannelQueues,
+    ChannelState,
+    LaneQueue,
+    OutboxLag,
+    ProviderBreakers,
+    QueueOverview,
+    RetryTier,
+)
 from .principal import VerifiedKey, principal
 from .responses import json_model
 
 log = structlog.get_logger("herald.api.queues")
 
 _NO_INSTANCES = control.ChannelInstances(0, 0, 0, 0, ())
+
+OUTBOX_COUNT_CAP = 100_000
+"""Due outbox rows counted at most (a request must not count millions)."""
 
 
 class QueueControl:
@@ -41,6 +53,7 @@ class QueueControl:
             paused = await control.paused_channels(connection)
             instances = await control.live_instances(connection)
             open_letters = await control.open_dead_letters(connection)
+            backlog, oldest_age = await control.outbox_lag(connection, OUTBOX_COUNT_CAP)
         lanes = {
             channel: [
                 (topology.work_queue(key, lane), key, lane)
@@ -94,9 +107,21 @@ class QueueControl:
                     ],
                     dead_letter_queue=depth(topology.dead_letter_queue(channel)),
                     dead_letters=open_letters.get(channel, 0),
+                    breakers=[
+                        ProviderBreakers(
+                            provider=provider,
+                            closed=states.get("closed", 0),
+                            half_open=states.get("half_open", 0),
+                            open=states.get("open", 0),
+                        )
+                        for provider, states in sorted(live.breakers.items())
+                    ],
                 )
             )
-        return QueueOverview(channels=channels)
+        return QueueOverview(
+            channels=channels,
+            outbox=OutboxLag(backlog=backlog, oldest_age_seconds=oldest_age),
+        )
 
     async def steer(self, channel: str, *, paused: bool, actor: VerifiedKey) -> ChannelState:
         if channel not in CHANNELS:

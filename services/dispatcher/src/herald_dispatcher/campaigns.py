@@ -38,6 +38,7 @@ from herald_common.db import is_outage
 from herald_common.messages import InvalidDelivery, delivery_message, recipient_value
 from herald_common.outbox import OutboxMessage
 from herald_common.statuses import CAMPAIGNS_CHANNEL, CANCELABLE, IN_FLIGHT
+from herald_common.tallies import MinuteTally
 from herald_common.templates import Renderer, TemplateProblem, TemplateVersion, version_of
 
 from .metrics import DispatcherMetrics
@@ -80,8 +81,10 @@ class CampaignRunner(WokenLoop):
         chunk_size: int,
         poll_interval: float,
         metrics: DispatcherMetrics,
+        tally: MinuteTally,
     ) -> None:
         super().__init__(pool, CAMPAIGNS_CHANNEL, poll_interval)
+        self._tally = tally
         self._publisher = publisher
         self._exchange = exchange
         self._chunk_size = chunk_size
@@ -145,6 +148,8 @@ class CampaignRunner(WokenLoop):
                                   campaign_id=str(campaign["id"]), seconds=HOLD_BACK)  # fmt: skip
                 raise
         self._metrics.campaign_notifications.labels(campaign["channel"]).inc(len(created))
+        self._tally.count("accepted", campaign["project"], campaign["channel"],
+                          campaign["priority"], len(created))  # fmt: skip
         failed = sum(1 for n in created if n.status == "failed")
         if failed:
             self._metrics.campaign_render_failures.labels(campaign["channel"]).inc(failed)

@@ -34,6 +34,7 @@ from herald_common.batching import Batcher
 from herald_common.db import is_bad_data, is_outage
 from herald_common.errors import PublishError
 from herald_common.schemas import AttemptOutcome, Headers
+from herald_common.tallies import MinuteTally
 from herald_common.text import safe_text
 from herald_common.topology import OUTCOMES_ROUTING_KEY, Topology
 
@@ -95,6 +96,7 @@ class Consumers:
         *,
         prefetch: int,
         metrics: DispatcherMetrics,
+        tally: MinuteTally,
     ) -> None:
         self._connection = connection
         self._pool = pool
@@ -102,6 +104,7 @@ class Consumers:
         self._topology = topology
         self._prefetch = prefetch
         self._metrics = metrics
+        self._tally = tally
         self._channel: AbstractChannel | None = None
         self._consumers: list[tuple[Any, str]] = []
         self._stopping = asyncio.Event()
@@ -113,9 +116,16 @@ class Consumers:
             self._store, max_size=500, isolate=is_bad_data
         )
 
+    def _count_finished(self, finished: list[Finished]) -> None:
+        """Metrics and the console's per-minute figures: once per change of status."""
+        self._metrics.count_finished(finished)
+        for row in finished:
+            self._tally.count("sent" if row.status == "sent" else "failed",
+                              row.project, row.channel, row.lane)  # fmt: skip
+
     async def _apply(self, outcomes: list[AttemptOutcome]) -> list[None]:
         if not tracing.enabled():
-            self._metrics.count_finished(await apply_outcomes(self._pool, outcomes))
+            self._count_finished(await apply_outcomes(self._pool, outcomes))
             _log_outcomes(outcomes)
             return [None] * len(outcomes)
         # One span for the batch, linked to every notification's trace; and in each trace a
@@ -126,7 +136,7 @@ class Consumers:
             links=[o.traceparent for o in outcomes],
             attributes={"herald.outcomes": len(outcomes)},
         ):
-            self._metrics.count_finished(await apply_outcomes(self._pool, outcomes))
+            self._count_finished(await apply_outcomes(self._pool, outcomes))
         for outcome in outcomes:
             with tracing.span(
                 f"outcome {outcome.disposition}",
@@ -142,7 +152,7 @@ class Consumers:
     async def _store(self, letters: list[DeadLetter]) -> list[str]:
         failed: list[Finished] = []
         verdicts = await store_dead_letters(self._pool, letters, failed)
-        self._metrics.count_finished(failed)
+        self._count_finished(failed)
         return verdicts
 
     async def start(self) -> None:

@@ -199,14 +199,20 @@ async def store_dead_letters(
                        next_attempt_at = NULL, updated_at = now()
                    FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(id, reason, last_error)
                    WHERE n.id = d.id
-                   RETURNING n.id, n.channel, n.priority, n.failure_reason""",
+                   RETURNING n.id, n.channel, n.priority, n.failure_reason, n.project""",
                 [d.notification_id for d in failing],
                 [d.reason for d in failing],
                 [d.last_error for d in failing],
             )
             if failed is not None:
                 failed.extend(
-                    Finished(r["channel"], "failed", r["priority"], reason=r["failure_reason"])
+                    Finished(
+                        r["channel"],
+                        "failed",
+                        r["priority"],
+                        reason=r["failure_reason"],
+                        project=r["project"],
+                    )
                     for r in changed
                     if notifications[r["id"]].status != "failed"
                 )

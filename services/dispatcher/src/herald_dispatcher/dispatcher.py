@@ -11,6 +11,7 @@ from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import CollectorRegistry
 
 from herald_common.amqp import Publisher
+from herald_common.tallies import MinuteTally
 from herald_common.topology import Topology
 
 from .campaigns import CampaignRunner
@@ -40,6 +41,7 @@ class Dispatcher:
         self._connection = connection
         self._topology = topology
         self.metrics = DispatcherMetrics.create(registry)
+        self.tally = MinuteTally(pool, prune=True)
         self._publisher: Publisher | None = None
         self._consumers: Consumers | None = None
         self._relay: OutboxRelay | None = None
@@ -73,6 +75,7 @@ class Dispatcher:
             topology,
             prefetch=settings.outcome_prefetch,
             metrics=self.metrics,
+            tally=self.tally,
         )
         await self._consumers.start()
         self._relay = OutboxRelay(
@@ -91,6 +94,7 @@ class Dispatcher:
             chunk_size=settings.campaign_chunk_size,
             poll_interval=settings.campaign_poll_interval,
             metrics=self.metrics,
+            tally=self.tally,
         )
         await self._campaigns.start()
         self._watch = ParkedWatch(
@@ -117,6 +121,7 @@ class Dispatcher:
             interval=settings.retention_interval,
         )
         await self._retention.start(now=True)
+        await self.tally.start()
 
     async def stop(self) -> None:
         await self._release()
@@ -135,6 +140,7 @@ class Dispatcher:
             await self._relay.stop()
         if self._consumers is not None:
             await self._consumers.stop()
+        await self.tally.stop()  # after what counts into it
         if self._publisher is not None:
             with contextlib.suppress(Exception):
                 await self._publisher.close()

@@ -95,6 +95,7 @@ class Finished:
     reason: str | None = None
     seconds: float | None = None
     """Sent: from acceptance (or ``send_at``, when later) to sent."""
+    project: str = "default"
 
 
 FINISHED = ("sent", "failed")
@@ -135,6 +136,7 @@ async def apply_outcomes(pool: asyncpg.Pool[Any], outcomes: list[AttemptOutcome]
             r["provider"],
             r["failure_reason"],
             r["seconds"],
+            r["project"],
         )
         for r in changed
         if r["status"] in FINISHED and was.get(r["id"]) != r["status"]
@@ -164,7 +166,7 @@ async def _update(connection: Any, rows: list[AttemptOutcome]) -> list[asyncpg.R
            WHERE n.id = o.id AND o.attempt >= n.first_attempt
              AND ((n.attempts <= o.attempt AND n.status NOT IN ('sent', 'failed', 'canceled'))
                   OR (o.status = 'sent' AND n.status = 'failed'))
-           RETURNING n.id, n.status, n.channel, n.priority, n.provider, n.failure_reason,
+           RETURNING n.id, n.status, n.channel, n.priority, n.provider, n.failure_reason, n.project,
                      EXTRACT(EPOCH FROM n.sent_at - GREATEST(n.created_at, n.send_at))::float8
                          AS seconds""",
         [o.notification_id for o in rows],

@@ -27,10 +27,6 @@ COUNT_CAP = 1_000_000
 
 _SAMPLE = f"""
 SELECT
-    (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE available_at <= now()
-                           LIMIT {COUNT_CAP}) due) AS outbox_backlog,
-    (SELECT EXTRACT(EPOCH FROM now() - available_at)::float8 FROM outbox
-     WHERE available_at <= now() ORDER BY available_at, id LIMIT 1) AS oldest_age,
     (SELECT count(*) FROM (SELECT 1 FROM notifications WHERE status = 'scheduled'
                            LIMIT {COUNT_CAP}) s) AS scheduled,
     (SELECT count(*) FROM (SELECT 1 FROM campaign_recipients WHERE notification_id IS NULL
@@ -73,14 +69,15 @@ class MetricsSampler:
         metrics = self._metrics
         async with self._pool.acquire() as connection:
             row = await connection.fetchrow(_SAMPLE)
+            backlog, oldest_age = await control.outbox_lag(connection, COUNT_CAP)
             campaigns = await connection.fetch(
                 """SELECT status, count(*) AS n FROM campaigns
                    WHERE finished_at IS NULL GROUP BY status"""
             )
             instances = await control.live_instances(connection)
         assert row is not None
-        metrics.outbox_backlog.set(row["outbox_backlog"])
-        metrics.outbox_oldest_age.set(max(row["oldest_age"] or 0.0, 0.0))
+        metrics.outbox_backlog.set(backlog)
+        metrics.outbox_oldest_age.set(oldest_age or 0.0)
         metrics.scheduled.set(row["scheduled"])
         metrics.campaign_recipients_waiting.set(row["recipients_waiting"])
         by_status = {r["status"]: r["n"] for r in campaigns}
