@@ -117,6 +117,18 @@ async def _grow(database: asyncpg.Connection[Any]) -> None:
     await _flush_statistics(database)
 
 
+async def _grow_resolved_dead_letters(database: asyncpg.Connection[Any]) -> None:
+    """As many resolved dead letters as notifications: what reads of the open ones must skip."""
+    await database.execute(
+        """INSERT INTO dead_letters (id, notification_id, channel, reason, body, headers,
+                                     dead_lettered_at, resolved_at, resolution)
+           SELECT gen_random_uuid(), NULL, 'email', 'permanent_failure', '', '{}', now(),
+                  now(), 'discarded'
+           FROM generate_series(1, $1)""",
+        GROWN_TO,
+    )
+
+
 async def test_rows_read_per_notification_stay_flat_as_the_tables_grow(database_url: str) -> None:
     database: asyncpg.Connection[Any] = await asyncpg.connect(database_url)
     # One connection, so that every statement is prepared once and reused on it.
@@ -158,14 +170,7 @@ async def test_samples_and_the_queue_overview_stay_on_their_indexes(database_url
             await sampler.sample_database()
             await _overview_queries(pool)
         await _grow(database)
-        await database.execute(
-            """INSERT INTO dead_letters (id, notification_id, channel, reason, body, headers,
-                                         dead_lettered_at, resolved_at, resolution)
-               SELECT gen_random_uuid(), NULL, 'email', 'permanent_failure', '', '{}', now(),
-                      now(), 'discarded'
-               FROM generate_series(1, $1)""",
-            GROWN_TO,
-        )
+        await _grow_resolved_dead_letters(database)
         await _flush_statistics(database)
         before = await _rows_read(database)
         for _ in range(ROUNDS):
@@ -257,14 +262,7 @@ async def test_the_console_search_groups_and_figures_stay_on_their_indexes(
         for _ in range(ROUNDS):  # prepared and planned while the tables are empty
             await console_reads()
         await _grow(database)
-        await database.execute(
-            """INSERT INTO dead_letters (id, notification_id, channel, reason, body, headers,
-                                         dead_lettered_at, resolved_at, resolution)
-               SELECT gen_random_uuid(), NULL, 'email', 'permanent_failure', '', '{}', now(),
-                      now(), 'discarded'
-               FROM generate_series(1, $1)""",
-            GROWN_TO,
-        )
+        await _grow_resolved_dead_letters(database)
         await database.execute(
             """INSERT INTO notifications (id, channel, recipient, content, status, campaign_id)
                SELECT gen_random_uuid(), 'email', 'target@example.com', '{}'::jsonb, 'queued',

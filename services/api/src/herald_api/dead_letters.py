@@ -57,6 +57,28 @@ _OF_PROJECT = "(SELECT project FROM notifications n WHERE n.id = notification_id
 dead letter met (a correlated subquery, which PostgreSQL cannot turn into a scan of every
 notification of the project, as it may an ``IN (SELECT ...)``)."""
 
+
+def _open_matching(where: RedriveFilter, *, well_formed: bool) -> KeysetQuery:
+    """The unresolved dead letters ``where`` matches, oldest first from its cursor (only those
+    of a notification when ``well_formed``: a malformed message has nothing to redrive)."""
+    query = KeysetQuery()
+    query.add("resolved_at IS NULL")
+    if well_formed:
+        query.add("notification_id IS NOT NULL")
+    if where.channel is not None:
+        query.add("channel = {0}", where.channel)
+    if where.reason is not None:
+        query.add("reason = {0}", where.reason)
+    if where.since is not None:
+        query.add("dead_lettered_at >= {0}", where.since)
+    if where.until is not None:
+        query.add("dead_lettered_at < {0}", where.until)
+    if where.project is not None:
+        query.add(_OF_PROJECT, where.project)
+    query.after("dead_lettered_at", where.cursor, ascending=True)
+    return query
+
+
 GROUPS_CAP = 100_000
 """Open dead letters counted at most when grouping them."""
 
@@ -241,19 +263,7 @@ class DeadLetterStore:
         project is named), oldest first, at most ``max_redrive`` per call; ``next_cursor``
         continues after the last one. Rows another request holds are passed over, not waited
         for: they are being redriven or discarded already."""
-        query = KeysetQuery()
-        query.add("resolved_at IS NULL")
-        if where.channel is not None:
-            query.add("channel = {0}", where.channel)
-        if where.reason is not None:
-            query.add("reason = {0}", where.reason)
-        if where.since is not None:
-            query.add("dead_lettered_at >= {0}", where.since)
-        if where.until is not None:
-            query.add("dead_lettered_at < {0}", where.until)
-        if where.project is not None:
-            query.add(_OF_PROJECT, where.project)
-        query.after("dead_lettered_at", where.cursor, ascending=True)
+        query = _open_matching(where, well_formed=False)
         limit_arg = query.limit_placeholder(self._max_redrive)
         async with self._database.transaction() as connection:
             examined = await connection.fetch(
@@ -362,20 +372,7 @@ class DeadLetterStore:
         A dead letter whose notification is not failed is skipped (left unresolved, counted). One
         that another request resolves meanwhile is waited for, then passed over.
         """
-        query = KeysetQuery()
-        query.add("resolved_at IS NULL")
-        query.add("notification_id IS NOT NULL")
-        if where.channel is not None:
-            query.add("channel = {0}", where.channel)
-        if where.reason is not None:
-            query.add("reason = {0}", where.reason)
-        if where.since is not None:
-            query.add("dead_lettered_at >= {0}", where.since)
-        if where.until is not None:
-            query.add("dead_lettered_at < {0}", where.until)
-        if where.project is not None:
-            query.add(_OF_PROJECT, where.project)
-        query.after("dead_lettered_at", where.cursor, ascending=True)
+        query = _open_matching(where, well_formed=True)
         limit_arg = query.limit_placeholder(self._max_redrive)
         handoff: Handoff | None = None
         async with self._database.connection() as connection:
