@@ -43,6 +43,21 @@ install: ## Install uv if it is missing (with pip), then the locked dependencies
 				"(Debian, Ubuntu), or a release from https://prometheus.io/download/ on PATH"; \
 		fi; \
 	}
+	@# Chromium (Debian's chromium package) runs the console's browser tests (Playwright drives
+	@# it: Playwright's own browser download is not used).
+	@[ -x /usr/bin/chromium ] || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "/usr/bin/chromium not found: installing Debian's chromium package"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+				|| { apt-get update -qq >/dev/null 2>&1 \
+					&& apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } \
+				|| echo "could not install it: the console's browser tests will fail without it"; \
+		else \
+			echo "/usr/bin/chromium not found; the console's browser tests need it:" \
+				"sudo apt-get install chromium (Debian, Ubuntu)"; \
+		fi; \
+	}
 
 lint: install ## ruff check, ruff format --check, mypy --strict, configuration docs up to date
 	uv run ruff check .

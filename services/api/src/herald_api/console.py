@@ -46,7 +46,9 @@ def _read(name: str) -> bytes:
 
 
 async def page(request: web.Request) -> web.Response:
-    return web.Response(body=_read("index.html"), content_type="text/html", headers=_PAGE_HEADERS)
+    return web.Response(
+        body=_read("index.html"), content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS
+    )
 
 
 async def asset(request: web.Request) -> web.Response:
@@ -54,7 +56,9 @@ async def asset(request: web.Request) -> web.Response:
     media_type = ASSETS.get(name)
     if media_type is None:
         raise NotFound(f"no console file {name!r}")
-    return web.Response(body=_read(name), content_type=media_type, headers=_ASSET_HEADERS)
+    return web.Response(
+        body=_read(name), content_type=media_type, charset="utf-8", headers=_ASSET_HEADERS
+    )
 
 
 def add_routes(app: web.Application) -> None:

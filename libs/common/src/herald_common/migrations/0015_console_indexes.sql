@@ -8,8 +8,3 @@
 DROP INDEX CONCURRENTLY IF EXISTS notifications_recipient_newest;
 CREATE INDEX CONCURRENTLY notifications_recipient_newest
     ON notifications (recipient, created_at DESC, id DESC);
--- A campaign's notifications newest first whatever their status (?campaign= without ?status=);
--- partial, so only campaign notifications pay for it.
-DROP INDEX CONCURRENTLY IF EXISTS notifications_campaign_newest;
-CREATE INDEX CONCURRENTLY notifications_campaign_newest
-    ON notifications (campaign_id, created_at DESC, id DESC) WHERE campaign_id IS NOT NULL;

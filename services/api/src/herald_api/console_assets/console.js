@@ -16,7 +16,7 @@ const LANES = ["high", "normal", "low"];
 const STATUSES = ["scheduled", "queued", "sending", "retrying", "sent", "failed", "canceled"];
 const CANCELABLE = new Set(["scheduled", "queued", "retrying"]);
 const FINAL = new Set(["sent", "failed", "canceled"]);
-const MAX_LOOPS = 10000; // bulk actions: requests per action at most (a server bug never loops us forever)
+const MAX_LOOPS = 10000; // requests per bulk action at most: a server bug never loops us forever
 
 const state = {
   key: null, // the API key, as typed
@@ -49,7 +49,8 @@ function h(tag, props = {}, ...children) {
         if (item !== undefined && item !== null) element.dataset[key] = String(item);
       }
     } else if (name === "on") {
-      for (const [event, listener] of Object.entries(value)) element.addEventListener(event, listener);
+      for (const [event, listener] of Object.entries(value))
+        element.addEventListener(event, listener);
     } else if (PROPERTIES.has(name)) {
       element[name] = value;
     } else if (FORBIDDEN_ATTRIBUTE.test(name)) {
@@ -209,7 +210,12 @@ function badge(value, props = {}) {
   const { tone: _, text, ...rest } = props;
   return h(
     "span",
-    { testid: "status", ...rest, class: ["badge", `badge-${tone}`, rest.class], data: { status: value } },
+    {
+      testid: "status",
+      ...rest,
+      class: ["badge", `badge-${tone}`, rest.class],
+      data: { status: value },
+    },
     text ?? label(value),
   );
 }
@@ -228,10 +234,14 @@ function clearMessages() {
 function dismissible(region, ...content) {
   region.replaceChildren(
     h("div", { class: "message-body" }, ...content),
-    button("Dismiss", () => {
-      region.replaceChildren();
-      region.hidden = true;
-    }, { variant: "quiet", class: "message-close", "aria-label": "Dismiss message" }),
+    button(
+      "Dismiss",
+      () => {
+        region.replaceChildren();
+        region.hidden = true;
+      },
+      { variant: "quiet", class: "message-close", "aria-label": "Dismiss message" },
+    ),
   );
   region.hidden = false;
 }
@@ -257,16 +267,26 @@ function isQuiet(error) {
 /** Show what went wrong: the API's problem details (title, status, detail, each field). */
 function showError(error, what) {
   if (isQuiet(error)) return;
-  const problem = error instanceof ApiError ? error.problem : { title: String(error?.message || error) };
+  const problem =
+    error instanceof ApiError ? error.problem : { title: String(error?.message || error) };
   const status = error instanceof ApiError ? error.status : null;
   const heading = [what, problem.title || "Error"].filter(Boolean).join(": ");
   const fields = Array.isArray(problem.errors) ? problem.errors : [];
   dismissible(
     $("#alert"),
-    h("p", { class: "message-title" }, heading, status ? h("span", { class: "muted" }, ` (HTTP ${status})`) : null),
+    h(
+      "p",
+      { class: "message-title" },
+      heading,
+      status ? h("span", { class: "muted" }, ` (HTTP ${status})`) : null,
+    ),
     problem.detail ? h("p", { testid: "alert-detail" }, problem.detail) : null,
     fields.length
-      ? h("ul", { class: "field-errors" }, fields.map((f) => h("li", {}, h("code", {}, f.field), ": ", f.reason)))
+      ? h(
+          "ul",
+          { class: "field-errors" },
+          fields.map((f) => h("li", {}, h("code", {}, f.field), ": ", f.reason)),
+        )
       : null,
   );
   if (!(error instanceof ApiError)) console.error(error);
@@ -277,11 +297,19 @@ function showError(error, what) {
 async function api(path, { method = "GET", query, body, signal, key } = {}) {
   const url = new URL(path, window.location.origin);
   for (const [name, value] of Object.entries(query || {})) {
-    if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, String(value));
+    if (value !== undefined && value !== null && value !== "")
+      url.searchParams.set(name, String(value));
   }
   const secret = key ?? state.key;
   const headers = { Accept: "application/json", Authorization: `Bearer ${secret}` };
-  const init = { method, headers, signal, cache: "no-store", credentials: "omit", redirect: "error" };
+  const init = {
+    method,
+    headers,
+    signal,
+    cache: "no-store",
+    credentials: "omit",
+    redirect: "error",
+  };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -291,7 +319,10 @@ async function api(path, { method = "GET", query, body, signal, key } = {}) {
     response = await fetch(url, init);
   } catch (error) {
     if (error?.name === "AbortError") throw error;
-    throw new ApiError(0, { title: "The API did not answer", detail: String(error?.message || error) });
+    throw new ApiError(0, {
+      title: "The API did not answer",
+      detail: String(error?.message || error),
+    });
   }
   const text = await response.text();
   let data = null;
@@ -303,7 +334,10 @@ async function api(path, { method = "GET", query, body, signal, key } = {}) {
     }
   }
   if (!response.ok) {
-    const problem = data && typeof data === "object" ? data : { title: response.statusText || "Error", status: response.status };
+    const problem =
+      data && typeof data === "object"
+        ? data
+        : { title: response.statusText || "Error", status: response.status };
     if (response.status === 401 && key === undefined && state.key) {
       signOut();
       showError(new ApiError(401, problem), "Signed out");
@@ -326,6 +360,7 @@ class PageContext {
     this.controller = new AbortController();
     this.timers = new Set();
     this.disposed = false;
+    this.refresh = null; // a live page's own reload, for actions that change what it shows
   }
 
   get signal() {
@@ -484,7 +519,17 @@ function table(headings, rows, props = {}) {
     h(
       "table",
       { class: ["table", props.class], testid: props.testid },
-      h("thead", {}, h("tr", {}, headings.map((heading) => (heading instanceof Node ? heading : h("th", { scope: "col" }, heading))))),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          headings.map((heading) =>
+            heading instanceof Node ? heading : h("th", { scope: "col" }, heading),
+          ),
+        ),
+      ),
       h("tbody", {}, rows),
     ),
   );
@@ -509,7 +554,12 @@ function details(pairs, props = {}) {
     pairs
       .filter(Boolean)
       .map(([term, value, testid]) =>
-        h("div", { class: "detail" }, h("dt", {}, term), h("dd", { testid }, value ?? h("span", { class: "muted" }, "—"))),
+        h(
+          "div",
+          { class: "detail" },
+          h("dt", {}, term),
+          h("dd", { testid }, value ?? h("span", { class: "muted" }, "—")),
+        ),
       ),
   );
 }
@@ -519,7 +569,14 @@ function loading(text = "Loading…") {
 }
 
 function lacks(scope) {
-  return card(null, h("p", { testid: "lacks-scope" }, `This API key lacks the ${scope} scope, which this page needs.`));
+  return card(
+    null,
+    h(
+      "p",
+      { testid: "lacks-scope" },
+      `This API key lacks the ${scope} scope, which this page needs.`,
+    ),
+  );
 }
 
 // --- routing ------------------------------------------------------------------------------------
@@ -596,13 +653,20 @@ function render() {
   const pages = {
     overview: () => overviewPage(context, container),
     notifications: () =>
-      id === undefined ? notificationsPage(context, container, target.params) : notificationPage(context, container, id),
+      id === undefined
+        ? notificationsPage(context, container, target.params)
+        : notificationPage(context, container, id),
     "dead-letters": () =>
-      id === undefined ? deadLettersPage(context, container, target.params) : deadLetterPage(context, container, id),
+      id === undefined
+        ? deadLettersPage(context, container, target.params)
+        : deadLetterPage(context, container, id),
     campaigns: () => campaignsPage(context, container),
     channels: () => channelsPage(context, container),
   };
-  const show = rest.length === 0 && Object.hasOwn(pages, section) ? pages[section] : () => notFoundPage(container);
+  const show =
+    rest.length === 0 && Object.hasOwn(pages, section)
+      ? pages[section]
+      : () => notFoundPage(container);
   show();
   if (newPath) {
     const title = $("#page-title");
@@ -640,7 +704,8 @@ function overviewPage(context, container) {
       can("admin") ? context.api("/v1/queues") : Promise.resolve(null),
     ]);
     if (context.disposed) return;
-    for (const result of [stats, queues]) if (result.status === "rejected") showError(result.reason);
+    for (const result of [stats, queues])
+      if (result.status === "rejected") showError(result.reason);
     const statsValue = stats.status === "fulfilled" ? stats.value : null;
     const queuesValue = queues.status === "fulfilled" ? queues.value : null;
     if (!statsValue && !queuesValue) return;
@@ -661,7 +726,13 @@ function overviewContent(stats, queues) {
     tiles.push(
       tile("Accepted", fmtInt(sum("accepted")), "last hour", "total-accepted"),
       tile("Delivered", fmtInt(sum("sent")), "last hour", "total-sent"),
-      tile("Failed", fmtInt(sum("failed")), "last hour", "total-failed", sum("failed") > 0 ? "danger" : null),
+      tile(
+        "Failed",
+        fmtInt(sum("failed")),
+        "last hour",
+        "total-failed",
+        sum("failed") > 0 ? "danger" : null,
+      ),
     );
   }
   if (queues) {
@@ -672,18 +743,38 @@ function overviewContent(stats, queues) {
       tile("Queued", fmtInt(depth), "ready in the work queues", "total-depth"),
       tile(
         "Outbox lag",
-        outbox.oldest_age_seconds === null || outbox.oldest_age_seconds === undefined ? "none" : duration(outbox.oldest_age_seconds),
+        outbox.oldest_age_seconds === null || outbox.oldest_age_seconds === undefined
+          ? "none"
+          : duration(outbox.oldest_age_seconds),
         `${plural(outbox.backlog ?? 0, "row")} waiting to be published`,
         "outbox",
         outbox.oldest_age_seconds > 30 ? "warning" : null,
       ),
-      tile("Open dead letters", fmtInt(dead), can("admin") ? link(route("dead-letters"), "Review them") : "", "total-dead", dead > 0 ? "warning" : null),
+      tile(
+        "Open dead letters",
+        fmtInt(dead),
+        can("admin") ? link(route("dead-letters"), "Review them") : "",
+        "total-dead",
+        dead > 0 ? "warning" : null,
+      ),
     );
   }
   return [
     h("div", { class: "tiles" }, tiles),
     names.length
-      ? h("div", { class: "channel-list" }, names.map((name) => channelCard(name, statsBy.get(name), queuesBy.get(name), Boolean(stats), Boolean(queues))))
+      ? h(
+          "div",
+          { class: ["channel-list", !queues && "compact"] },
+          names.map((name) =>
+            channelCard(
+              name,
+              statsBy.get(name),
+              queuesBy.get(name),
+              Boolean(stats),
+              Boolean(queues),
+            ),
+          ),
+        )
       : card(null, h("p", { class: "muted" }, "No channel reported anything yet.")),
   ];
 }
@@ -713,56 +804,114 @@ function channelCard(name, stats, queues, withStats, withQueues) {
   if (withStats) headings.push(th("Accepted", "num"), th("Delivered", "num"), th("Failed", "num"));
   if (withQueues) headings.push(th("Queue depth", "num"), th("Consumers", "num"));
   const cells = (laneName, statsRow, queueRows, total) => {
-    const row = [h(total ? "th" : "td", total ? { scope: "row" } : {}, total ? "All lanes" : label(laneName))];
+    const row = [
+      h(total ? "th" : "td", total ? { scope: "row" } : {}, total ? "All lanes" : label(laneName)),
+    ];
     if (withStats) {
       row.push(
         num(statsRow?.accepted ?? 0, { testid: `accepted-${name}-${laneName}` }),
         num(statsRow?.sent ?? 0, { testid: `sent-${name}-${laneName}` }),
-        num(statsRow?.failed ?? 0, { testid: `failed-${name}-${laneName}`, class: statsRow?.failed ? "text-danger" : null }),
+        num(statsRow?.failed ?? 0, {
+          testid: `failed-${name}-${laneName}`,
+          class: statsRow?.failed ? "text-danger" : null,
+        }),
       );
     }
     if (withQueues) {
-      const depth = queueRows.some((q) => q.depth === null || q.depth === undefined) && queueRows.every((q) => q.depth == null)
-        ? null
-        : queueRows.reduce((t, q) => t + (q.depth || 0), 0);
+      // Null: the broker did not answer for any of the lane's queues.
+      const unknown = queueRows.length > 0 && queueRows.every((q) => q.depth == null);
+      const depth = unknown ? null : queueRows.reduce((t, q) => t + (q.depth || 0), 0);
       row.push(num(depth, { testid: `depth-${name}-${laneName}` }));
-      if (total || queueRows.length <= 1) {
-        row.push(num(total ? null : queueRows[0]?.consumers ?? null, { testid: `consumers-${name}-${laneName}` }));
+      if (total) {
+        row.push(h("td", {})); // a consumer total would mean little: each lane has its own
+      } else if (queueRows.length <= 1) {
+        row.push(num(queueRows[0]?.consumers ?? null, { testid: `consumers-${name}-${laneName}` }));
       } else {
         row.push(
           h(
             "td",
             { class: "num", testid: `consumers-${name}-${laneName}` },
-            queueRows.map((q) => `${q.key} ${fmtInt(q.consumers)}`).join(" · "),
+            queueRows
+              .map(
+                (q) =>
+                  `${q.key.startsWith(`${name}.`) ? q.key.slice(name.length + 1) : q.key} ${fmtInt(q.consumers)}`,
+              )
+              .join(" · "),
           ),
         );
       }
     }
     return row;
   };
-  const rows = LANES.map((lane) => h("tr", { testid: `lane-${name}-${lane}` }, cells(lane, statLanes.get(lane), queueLanes.get(lane) || [], false)));
-  const totalsRow = h("tr", { class: "total", testid: `lane-${name}-all` }, cells("all", stats, queues?.lanes || [], true));
-  // The consumer total means little (each lane has its own): show the instances instead.
-  if (withQueues) totalsRow.lastChild.textContent = "";
+  const rows = LANES.map((lane) =>
+    h(
+      "tr",
+      { testid: `lane-${name}-${lane}` },
+      cells(lane, statLanes.get(lane), queueLanes.get(lane) || [], false),
+    ),
+  );
+  const totalsRow = h(
+    "tr",
+    { class: "total", testid: `lane-${name}-all` },
+    cells("all", stats, queues?.lanes || [], true),
+  );
 
   const badges = [];
   if (queues) badges.push(channelState(queues));
   const facts = [];
   if (queues) {
     facts.push(
-      ["Instances", `${fmtInt(queues.instances)}${queues.paused_instances ? ` (${fmtInt(queues.paused_instances)} paused)` : ""}`, `instances-${name}`],
+      [
+        "Instances",
+        `${fmtInt(queues.instances)}${queues.paused_instances ? ` (${fmtInt(queues.paused_instances)} paused)` : ""}`,
+        `instances-${name}`,
+      ],
       ["In flight", fmtInt(queues.in_flight), `in-flight-${name}`],
       ["Delivered / s", decimal.format(queues.delivered_per_second || 0), `rate-${name}`],
-      ["Waiting to retry", fmtInt((queues.retry_tiers || []).reduce((t, r) => t + (r.depth || 0), 0)), `retrying-${name}`],
-      ["Open dead letters", queues.dead_letters ? link(route("dead-letters", { channel: name }), fmtInt(queues.dead_letters)) : "0", `dead-${name}`],
+      [
+        "Waiting to retry",
+        fmtInt((queues.retry_tiers || []).reduce((t, r) => t + (r.depth || 0), 0)),
+        `retrying-${name}`,
+      ],
+      [
+        "Open dead letters",
+        queues.dead_letters
+          ? link(route("dead-letters", { channel: name }), fmtInt(queues.dead_letters))
+          : "0",
+        `dead-${name}`,
+      ],
     );
   }
-  const side = facts.length ? h("div", { class: "channel-side" }, details(facts, { class: "facts" }), breakers(name, queues.breakers)) : null;
+  const side = facts.length
+    ? h(
+        "div",
+        { class: "channel-side" },
+        details(facts, { class: "facts" }),
+        breakers(name, queues.breakers),
+      )
+    : null;
   return h(
     "section",
-    { class: "card channel-card", testid: `channel-${name}`, "aria-labelledby": `channel-title-${name}` },
-    h("div", { class: "card-head" }, h("h2", { class: "card-title", id: `channel-title-${name}` }, label(name)), h("div", { class: "badges" }, badges)),
-    h("div", { class: ["channel-body", side && "with-side"] }, table(headings, [...rows, totalsRow], { label: `${label(name)} lanes`, testid: `lanes-${name}` }), side),
+    {
+      class: "card channel-card",
+      testid: `channel-${name}`,
+      "aria-labelledby": `channel-title-${name}`,
+    },
+    h(
+      "div",
+      { class: "card-head" },
+      h("h2", { class: "card-title", id: `channel-title-${name}` }, label(name)),
+      h("div", { class: "badges" }, badges),
+    ),
+    h(
+      "div",
+      { class: ["channel-body", side && "with-side"] },
+      table(headings, [...rows, totalsRow], {
+        label: `${label(name)} lanes`,
+        testid: `lanes-${name}`,
+      }),
+      side,
+    ),
   );
 }
 
@@ -770,23 +919,32 @@ function breakers(channel, list) {
   const items = (list || []).map((breaker) => {
     const states = [];
     if (breaker.open) states.push(badge("open", { text: `${fmtInt(breaker.open)} open` }));
-    if (breaker.half_open) states.push(badge("half_open", { text: `${fmtInt(breaker.half_open)} half-open` }));
+    if (breaker.half_open)
+      states.push(badge("half_open", { text: `${fmtInt(breaker.half_open)} half-open` }));
     if (breaker.closed) states.push(badge("closed", { text: `${fmtInt(breaker.closed)} closed` }));
     if (!states.length) states.push(badge("unknown", { text: "no instance", tone: "neutral" }));
-    return h("li", { testid: `breaker-${channel}-${breaker.provider}` }, h("span", { class: "provider" }, breaker.provider), states);
+    return h(
+      "li",
+      { testid: `breaker-${channel}-${breaker.provider}` },
+      h("span", { class: "provider" }, breaker.provider),
+      states,
+    );
   });
   return h(
     "div",
     { class: "breakers" },
     h("h3", { class: "subheading" }, "Provider breakers"),
-    items.length ? h("ul", { class: "breaker-list" }, items) : h("p", { class: "muted" }, "No instance reported its breakers."),
+    items.length
+      ? h("ul", { class: "breaker-list" }, items)
+      : h("p", { class: "muted" }, "No instance reported its breakers."),
   );
 }
 
 /** A channel's operator state: paused, or running (or nothing to run: no live instance). */
 function channelState(c) {
   if (c.paused) return badge("paused", { text: "Paused", testid: `state-${c.channel}` });
-  if (!c.instances) return badge("idle", { text: "No instance", tone: "neutral", testid: `state-${c.channel}` });
+  if (!c.instances)
+    return badge("idle", { text: "No instance", tone: "neutral", testid: `state-${c.channel}` });
   return badge("running", { text: "Running", testid: `state-${c.channel}` });
 }
 
@@ -808,7 +966,13 @@ function fromLocalInput(value) {
 }
 
 function field(labelText, input, hint) {
-  return h("div", { class: "field" }, h("label", { for: input.id }, labelText), input, hint ? h("p", { class: "hint muted" }, hint) : null);
+  return h(
+    "div",
+    { class: "field" },
+    h("label", { for: input.id }, labelText),
+    input,
+    hint ? h("p", { class: "hint muted" }, hint) : null,
+  );
 }
 
 function select(id, options, value, testid) {
@@ -823,23 +987,71 @@ function select(id, options, value, testid) {
 }
 
 function notificationsPage(context, container, params) {
-  container.append(pageHeader("Notifications", { subtitle: "Newest first. Search by id, recipient, status, channel, campaign or time." }));
+  container.append(
+    pageHeader("Notifications", {
+      subtitle: "Newest first. Search by id, recipient, status, channel, campaign or time.",
+    }),
+  );
   if (!can("read")) {
     container.append(lacks("read"));
     return;
   }
   const inputs = {
-    id: h("input", { id: "search-id", name: "id", type: "search", testid: "search-id", autocomplete: "off", spellcheck: "false", placeholder: "Notification id" }),
-    to: h("input", { id: "search-to", name: "to", type: "search", testid: "search-to", autocomplete: "off", spellcheck: "false", value: params.get("to") || "", placeholder: "Exact address, number or token" }),
+    id: h("input", {
+      id: "search-id",
+      name: "id",
+      type: "search",
+      testid: "search-id",
+      autocomplete: "off",
+      spellcheck: "false",
+      placeholder: "Notification id",
+    }),
+    to: h("input", {
+      id: "search-to",
+      name: "to",
+      type: "search",
+      testid: "search-to",
+      autocomplete: "off",
+      spellcheck: "false",
+      value: params.get("to") || "",
+      placeholder: "Exact address, number or token",
+    }),
     status: select("search-status", STATUSES, params.get("status"), "search-status"),
     channel: select("search-channel", CHANNELS, params.get("channel"), "search-channel"),
-    campaign: h("input", { id: "search-campaign", name: "campaign", type: "search", testid: "search-campaign", autocomplete: "off", spellcheck: "false", value: params.get("campaign") || "", placeholder: "Campaign id" }),
-    created_after: h("input", { id: "search-after", name: "created_after", type: "datetime-local", testid: "search-created-after", value: toLocalInput(params.get("created_after")) }),
-    created_before: h("input", { id: "search-before", name: "created_before", type: "datetime-local", testid: "search-created-before", value: toLocalInput(params.get("created_before")) }),
+    campaign: h("input", {
+      id: "search-campaign",
+      name: "campaign",
+      type: "search",
+      testid: "search-campaign",
+      autocomplete: "off",
+      spellcheck: "false",
+      value: params.get("campaign") || "",
+      placeholder: "Campaign id",
+    }),
+    created_after: h("input", {
+      id: "search-after",
+      name: "created_after",
+      type: "datetime-local",
+      testid: "search-created-after",
+      value: toLocalInput(params.get("created_after")),
+    }),
+    created_before: h("input", {
+      id: "search-before",
+      name: "created_before",
+      type: "datetime-local",
+      testid: "search-created-before",
+      value: toLocalInput(params.get("created_before")),
+    }),
   };
   const form = h(
     "form",
-    { class: "search", testid: "search-form", role: "search", "aria-label": "Search notifications", novalidate: true },
+    {
+      class: "search",
+      testid: "search-form",
+      role: "search",
+      "aria-label": "Search notifications",
+      novalidate: true,
+    },
     h(
       "div",
       { class: "search-grid" },
@@ -854,10 +1066,18 @@ function notificationsPage(context, container, params) {
     h(
       "div",
       { class: "form-actions" },
-      h("button", { type: "submit", class: "button button-primary", testid: "search-submit" }, "Search"),
-      button("Clear", () => {
-        window.location.hash = route("notifications");
-      }, { testid: "search-clear" }),
+      h(
+        "button",
+        { type: "submit", class: "button button-primary", testid: "search-submit" },
+        "Search",
+      ),
+      button(
+        "Clear",
+        () => {
+          window.location.hash = route("notifications");
+        },
+        { testid: "search-clear" },
+      ),
     ),
   );
   form.addEventListener("submit", (event) => {
@@ -897,7 +1117,17 @@ function notificationsPage(context, container, params) {
       h(
         "thead",
         {},
-        h("tr", {}, th("Id"), th("Status"), th("Recipient"), th("Subject or text"), th("Channel"), th("Attempts", "num"), th("Created")),
+        h(
+          "tr",
+          {},
+          th("Id"),
+          th("Status"),
+          th("Recipient"),
+          th("Subject or text"),
+          th("Channel"),
+          th("Attempts", "num"),
+          th("Created"),
+        ),
       ),
       rows,
     ),
@@ -905,15 +1135,24 @@ function notificationsPage(context, container, params) {
   container.append(card(null, [summary, results, h("div", { class: "load-more" }, more)]));
 
   async function load(trigger) {
-    await busy(trigger, async () => {
-      const page = await context.api("/v1/notifications", { query: { ...query, limit: PAGE_SIZE, cursor } });
-      if (context.disposed) return;
-      for (const item of page.items) rows.append(notificationRow(item));
-      shown += page.items.length;
-      cursor = page.next_cursor;
-      more.hidden = !cursor;
-      summary.textContent = shown === 0 ? "No notification matches." : `${plural(shown, "notification")} shown${cursor ? "; there are more" : ""}.`;
-    }, "Searching notifications");
+    await busy(
+      trigger,
+      async () => {
+        const page = await context.api("/v1/notifications", {
+          query: { ...query, limit: PAGE_SIZE, cursor },
+        });
+        if (context.disposed) return;
+        for (const item of page.items) rows.append(notificationRow(item));
+        shown += page.items.length;
+        cursor = page.next_cursor;
+        more.hidden = !cursor;
+        summary.textContent =
+          shown === 0
+            ? "No notification matches."
+            : `${plural(shown, "notification")} shown${cursor ? "; there are more" : ""}.`;
+      },
+      "Searching notifications",
+    );
   }
   load(null);
 }
@@ -923,9 +1162,22 @@ function notificationRow(item) {
   return h(
     "tr",
     { testid: "notification-row", data: { id: item.id, status: item.status } },
-    h("td", {}, link(route("notifications", item.id), shortId(item.id), { class: "mono", title: item.id, "aria-label": `Notification ${item.id}`, testid: "notification-link" })),
+    h(
+      "td",
+      {},
+      link(route("notifications", item.id), shortId(item.id), {
+        class: "mono",
+        title: item.id,
+        "aria-label": `Notification ${item.id}`,
+        testid: "notification-link",
+      }),
+    ),
     h("td", {}, badge(item.status)),
-    h("td", { class: "truncate", title: recipientText(item.to), testid: "notification-to" }, recipientText(item.to)),
+    h(
+      "td",
+      { class: "truncate", title: recipientText(item.to), testid: "notification-to" },
+      recipientText(item.to),
+    ),
     h("td", { class: "truncate", title: summary, testid: "notification-summary" }, summary),
     h("td", {}, label(item.channel)),
     num(item.attempt_count),
@@ -934,7 +1186,9 @@ function notificationRow(item) {
 }
 
 function notificationPage(context, container, id) {
-  container.append(pageHeader("Notification", { subtitle: h("code", { testid: "notification-id" }, id) }));
+  container.append(
+    pageHeader("Notification", { subtitle: h("code", { testid: "notification-id" }, id) }),
+  );
   if (!can("read")) {
     container.append(lacks("read"));
     return;
@@ -947,8 +1201,17 @@ function notificationPage(context, container, id) {
     try {
       detail = await context.api(`/v1/notifications/${encodeURIComponent(id)}`);
     } catch (error) {
-      if (error instanceof ApiError && (error.status === 404 || error.status === 422 || error.status === 400)) {
-        rerender(body, card(null, h("p", { testid: "not-found" }, "No such notification in what this key may see.")));
+      if (
+        error instanceof ApiError &&
+        (error.status === 404 || error.status === 422 || error.status === 400)
+      ) {
+        rerender(
+          body,
+          card(
+            null,
+            h("p", { testid: "not-found" }, "No such notification in what this key may see."),
+          ),
+        );
         context.dispose();
         showError(error, "Notification");
         return;
@@ -969,26 +1232,63 @@ function notificationDetail(context, n) {
   const actions = [];
   if (can("send") && CANCELABLE.has(n.status)) {
     actions.push(
-      button("Cancel notification", async (event) => {
-        const trigger = event.currentTarget;
-        if (!(await confirmDialog({ title: "Cancel 1 notification?", text: "It ends canceled and is never sent.", confirm: "Cancel notification", danger: true }))) return;
-        await busy(trigger, async () => {
-          await api(`/v1/notifications/${encodeURIComponent(n.id)}`, { method: "DELETE" });
-          state.flash = "Notification canceled.";
-          render();
-        }, "Cancel");
-      }, { variant: "danger", testid: "cancel-notification", data: { focusKey: "cancel-notification" } }),
+      button(
+        "Cancel notification",
+        async (event) => {
+          const trigger = event.currentTarget;
+          if (
+            !(await confirmDialog({
+              title: "Cancel 1 notification?",
+              text: "It ends canceled and is never sent.",
+              confirm: "Cancel notification",
+              danger: true,
+            }))
+          )
+            return;
+          await busy(
+            trigger,
+            async () => {
+              await api(`/v1/notifications/${encodeURIComponent(n.id)}`, { method: "DELETE" });
+              state.flash = "Notification canceled.";
+              render();
+            },
+            "Cancel",
+          );
+        },
+        {
+          variant: "danger",
+          testid: "cancel-notification",
+          data: { focusKey: "cancel-notification" },
+        },
+      ),
     );
   }
-  const template = n.template ? `${n.template.name} (${n.template.locale}, v${n.template.version}${n.template.builtin ? ", built-in" : ""})` : null;
+  const template = n.template
+    ? `${n.template.name} (${n.template.locale}, v${n.template.version}${n.template.builtin ? ", built-in" : ""})`
+    : null;
   const summary = card(
     null,
     [
-      h("div", { class: "card-head" }, h("div", { class: "badges" }, badge(n.status, { testid: "notification-status" }), badge(n.channel, { tone: "outline", text: label(n.channel) }), badge(n.priority, { tone: "outline", text: `${label(n.priority)} priority` })), actions.length ? h("div", { class: "page-actions" }, actions) : null),
+      h(
+        "div",
+        { class: "card-head" },
+        h(
+          "div",
+          { class: "badges" },
+          badge(n.status, { testid: "notification-status" }),
+          badge(n.channel, { tone: "outline", text: label(n.channel) }),
+          badge(n.priority, { tone: "outline", text: `${label(n.priority)} priority` }),
+        ),
+        actions.length ? h("div", { class: "page-actions" }, actions) : null,
+      ),
       details([
         ["Recipient", recipientText(n.to), "detail-to"],
         ["Project", n.project, "detail-project"],
-        ["Correlation id", n.correlation_id ? h("code", {}, n.correlation_id) : null, "correlation-id"],
+        [
+          "Correlation id",
+          n.correlation_id ? h("code", {}, n.correlation_id) : null,
+          "correlation-id",
+        ],
         ["Created", when(n.created_at)],
         ["Updated", when(n.updated_at)],
         n.send_at ? ["Send at", when(n.send_at)] : null,
@@ -996,10 +1296,23 @@ function notificationDetail(context, n) {
         n.next_attempt_at ? ["Next attempt", when(n.next_attempt_at)] : null,
         ["Attempts", fmtInt(n.attempt_count), "detail-attempt-count"],
         ["Provider", n.provider],
-        ["Provider message id", n.provider_message_id ? h("code", {}, n.provider_message_id) : null],
+        [
+          "Provider message id",
+          n.provider_message_id ? h("code", {}, n.provider_message_id) : null,
+        ],
         n.failure_reason ? ["Failure reason", n.failure_reason, "detail-failure-reason"] : null,
-        n.last_error ? ["Last error", h("span", { class: "error-text" }, n.last_error), "detail-last-error"] : null,
-        n.campaign_id ? ["Campaign", link(route("notifications", { campaign: n.campaign_id }), shortId(n.campaign_id), { class: "mono", title: `Notifications of campaign ${n.campaign_id}` })] : null,
+        n.last_error
+          ? ["Last error", h("span", { class: "error-text" }, n.last_error), "detail-last-error"]
+          : null,
+        n.campaign_id
+          ? [
+              "Campaign",
+              link(route("notifications", { campaign: n.campaign_id }), shortId(n.campaign_id), {
+                class: "mono",
+                title: `Notifications of campaign ${n.campaign_id}`,
+              }),
+            ]
+          : null,
         template ? ["Template", template] : null,
         n.redacted_at ? ["Redacted", when(n.redacted_at)] : null,
       ]),
@@ -1010,8 +1323,14 @@ function notificationDetail(context, n) {
     summary,
     card("Attempts", attemptTimeline(n.attempts), { testid: "attempts" }),
     card("Content", contentView(n), { testid: "content" }),
-    n.dead_letters.length ? card("Dead letters", notificationDeadLetters(n.dead_letters), { testid: "notification-dead-letters" }) : null,
-    Object.keys(n.metadata || {}).length ? card("Metadata", h("pre", { class: "code", testid: "metadata" }, json(n.metadata))) : null,
+    n.dead_letters.length
+      ? card("Dead letters", notificationDeadLetters(n.dead_letters), {
+          testid: "notification-dead-letters",
+        })
+      : null,
+    Object.keys(n.metadata || {}).length
+      ? card("Metadata", h("pre", { class: "code", testid: "metadata" }, json(n.metadata)))
+      : null,
   ];
 }
 
@@ -1023,14 +1342,30 @@ function attemptTimeline(attempts) {
     attempts.map((a) =>
       h(
         "li",
-        { class: ["timeline-item", a.result && `timeline-${TONES[a.result] || "neutral"}`], testid: "attempt", data: { result: a.result || "pending" } },
+        {
+          class: ["timeline-item", a.result && `timeline-${TONES[a.result] || "neutral"}`],
+          testid: "attempt",
+          data: { result: a.result || "pending" },
+        },
         h(
           "div",
           { class: "timeline-head" },
           h("strong", {}, `Attempt ${a.attempt}`),
-          h("span", { testid: "attempt-provider" }, a.provider ? `via ${a.provider}` : "no provider"),
-          a.result ? badge(a.result, { testid: "attempt-result" }) : badge("sending", { text: "In progress", testid: "attempt-result" }),
-          a.possible_duplicate ? badge("possible_duplicate", { tone: "warning", text: "Possible duplicate", testid: "possible-duplicate" }) : null,
+          h(
+            "span",
+            { testid: "attempt-provider" },
+            a.provider ? `via ${a.provider}` : "no provider",
+          ),
+          a.result
+            ? badge(a.result, { testid: "attempt-result" })
+            : badge("sending", { text: "In progress", testid: "attempt-result" }),
+          a.possible_duplicate
+            ? badge("possible_duplicate", {
+                tone: "warning",
+                text: "Possible duplicate",
+                testid: "possible-duplicate",
+              })
+            : null,
         ),
         h(
           "p",
@@ -1040,13 +1375,21 @@ function attemptTimeline(attempts) {
           a.segments ? ` · ${plural(a.segments, "segment")}` : "",
         ),
         a.error ? h("p", { class: "error-text", testid: "attempt-error" }, a.error) : null,
-        a.provider_message_id ? h("p", { class: "small" }, "Provider message id ", h("code", {}, a.provider_message_id)) : null,
+        a.provider_message_id
+          ? h("p", { class: "small" }, "Provider message id ", h("code", {}, a.provider_message_id))
+          : null,
         a.provider_hops?.length
           ? h(
               "div",
               { class: "hops" },
               h("p", { class: "small" }, "Providers tried before:"),
-              h("ul", { testid: "provider-hops" }, a.provider_hops.map((hop) => h("li", {}, h("strong", {}, hop.provider), ": ", hop.error))),
+              h(
+                "ul",
+                { testid: "provider-hops" },
+                a.provider_hops.map((hop) =>
+                  h("li", {}, h("strong", {}, hop.provider), ": ", hop.error),
+                ),
+              ),
             )
           : null,
       ),
@@ -1056,14 +1399,22 @@ function attemptTimeline(attempts) {
 
 function contentView(n) {
   const content = n.content || {};
-  if (!Object.keys(content).length) return h("p", { class: "muted" }, n.redacted_at ? "Redacted." : "No content.");
+  if (!Object.keys(content).length)
+    return h("p", { class: "muted" }, n.redacted_at ? "Redacted." : "No content.");
   const parts = [];
   const known = new Set();
   const text = (name, title, testid, pre = false) => {
     if (content[name] === undefined || content[name] === null) return;
     known.add(name);
     const value = typeof content[name] === "string" ? content[name] : json(content[name]);
-    parts.push(h("div", { class: "content-part" }, h("h3", { class: "subheading" }, title), h(pre ? "pre" : "p", { class: pre ? "content-text" : "content-line", testid }, value)));
+    parts.push(
+      h(
+        "div",
+        { class: "content-part" },
+        h("h3", { class: "subheading" }, title),
+        h(pre ? "pre" : "p", { class: pre ? "content-text" : "content-line", testid }, value),
+      ),
+    );
   };
   if (n.channel === "email") {
     text("subject", "Subject", "content-subject");
@@ -1076,12 +1427,25 @@ function contentView(n) {
       frame.setAttribute("sandbox", "");
       frame.setAttribute("title", "HTML content (sandboxed)");
       frame.setAttribute("referrerpolicy", "no-referrer");
-      frame.setAttribute("loading", "lazy");
       frame.className = "content-frame";
       frame.dataset.testid = "content-html";
       frame.srcdoc = content.html;
       parts.push(
-        h("div", { class: "content-part" }, h("h3", { class: "subheading" }, "HTML ", h("span", { class: "muted small" }, "(shown in a sandbox: no scripts, no remote images)")), frame),
+        h(
+          "div",
+          { class: "content-part" },
+          h(
+            "h3",
+            { class: "subheading" },
+            "HTML ",
+            h(
+              "span",
+              { class: "muted small" },
+              "(shown in a sandbox: no scripts, no remote images)",
+            ),
+          ),
+          frame,
+        ),
       );
     }
   } else if (n.channel === "sms") {
@@ -1092,7 +1456,14 @@ function contentView(n) {
   }
   const rest = Object.fromEntries(Object.entries(content).filter(([name]) => !known.has(name)));
   if (Object.keys(rest).length) {
-    parts.push(h("div", { class: "content-part" }, h("h3", { class: "subheading" }, "Other fields"), h("pre", { class: "code", testid: "content-other" }, json(rest))));
+    parts.push(
+      h(
+        "div",
+        { class: "content-part" },
+        h("h3", { class: "subheading" }, "Other fields"),
+        h("pre", { class: "code", testid: "content-other" }, json(rest)),
+      ),
+    );
   }
   return parts;
 }
@@ -1104,10 +1475,22 @@ function notificationDeadLetters(list) {
       h(
         "tr",
         { testid: "notification-dead-letter", data: { id: d.id } },
-        h("td", { class: "nowrap" }, can("admin") ? link(route("dead-letters", d.id), when(d.dead_lettered_at)) : when(d.dead_lettered_at)),
+        h(
+          "td",
+          { class: "nowrap" },
+          can("admin")
+            ? link(route("dead-letters", d.id), when(d.dead_lettered_at))
+            : when(d.dead_lettered_at),
+        ),
         h("td", {}, d.reason),
         h("td", { class: "error-text" }, d.last_error || "—"),
-        h("td", {}, d.resolution ? [badge(d.resolution), " ", when(d.resolved_at)] : badge("open", { text: "Open", tone: "warning" })),
+        h(
+          "td",
+          {},
+          d.resolution
+            ? [badge(d.resolution), " ", when(d.resolved_at)]
+            : badge("open", { text: "Open", tone: "warning" }),
+        ),
       ),
     ),
     { label: "Dead letters of this notification" },
@@ -1127,7 +1510,10 @@ async function wholeGroup(kind, filter) {
   let skipped = 0;
   let cursor = null;
   for (let loops = 0; loops < MAX_LOOPS; loops += 1) {
-    const result = await api(path, { method: "POST", body: cursor ? { ...filter, cursor } : { ...filter } });
+    const result = await api(path, {
+      method: "POST",
+      body: cursor ? { ...filter, cursor } : { ...filter },
+    });
     done += (kind === "redrive" ? result.redriven : result.discarded) || 0;
     skipped += result.skipped || 0;
     cursor = result.next_cursor;
@@ -1142,7 +1528,8 @@ async function eachOne(kind, ids) {
   const failures = [];
   for (const id of ids) {
     try {
-      if (kind === "redrive") await api(`/v1/dead-letters/${encodeURIComponent(id)}/redrive`, { method: "POST" });
+      if (kind === "redrive")
+        await api(`/v1/dead-letters/${encodeURIComponent(id)}/redrive`, { method: "POST" });
       else await api(`/v1/dead-letters/${encodeURIComponent(id)}`, { method: "DELETE" });
       done += 1;
     } catch (error) {
@@ -1156,7 +1543,8 @@ async function eachOne(kind, ids) {
 function resultText(kind, done, skipped = 0) {
   const verb = kind === "redrive" ? "Redrove" : "Discarded";
   let text = `${verb} ${deadLetterCount(done)}.`;
-  if (skipped) text += ` ${deadLetterCount(skipped)} skipped: their notification is no longer failed (discard them).`;
+  if (skipped)
+    text += ` ${deadLetterCount(skipped)} skipped: their notification is no longer failed (discard them).`;
   return text;
 }
 
@@ -1168,21 +1556,40 @@ function confirmText(kind) {
 
 async function actOnMany(kind, ids, trigger) {
   const verb = kind === "redrive" ? "Redrive" : "Discard";
-  if (!(await confirmDialog({ title: `${verb} ${deadLetterCount(ids.length)}?`, text: confirmText(kind), confirm: verb, danger: kind === "discard" }))) return false;
+  if (
+    !(await confirmDialog({
+      title: `${verb} ${deadLetterCount(ids.length)}?`,
+      text: confirmText(kind),
+      confirm: verb,
+      danger: kind === "discard",
+    }))
+  )
+    return false;
   const result = await busy(trigger, () => eachOne(kind, ids), verb);
   if (!result) return false;
   state.flash = resultText(kind, result.done);
   render();
   if (result.failures.length) {
     const [id, error] = result.failures[0];
-    showError(error, `${verb}: ${plural(result.failures.length, "dead letter")} refused, e.g. ${shortId(id)}`);
+    showError(
+      error,
+      `${verb}: ${plural(result.failures.length, "dead letter")} refused, e.g. ${shortId(id)}`,
+    );
   }
   return true;
 }
 
 async function actOnGroup(kind, filter, count, trigger) {
   const verb = kind === "redrive" ? "Redrive" : "Discard";
-  if (!(await confirmDialog({ title: `${verb} ${deadLetterCount(count)}?`, text: confirmText(kind), confirm: verb, danger: kind === "discard" }))) return false;
+  if (
+    !(await confirmDialog({
+      title: `${verb} ${deadLetterCount(count)}?`,
+      text: confirmText(kind),
+      confirm: verb,
+      danger: kind === "discard",
+    }))
+  )
+    return false;
   const result = await busy(trigger, () => wholeGroup(kind, filter), verb);
   if (!result) return false;
   state.flash = resultText(kind, result.done, result.skipped);
@@ -1192,7 +1599,8 @@ async function actOnGroup(kind, filter, count, trigger) {
 
 function groupFilter(params) {
   const filter = {};
-  for (const name of ["channel", "reason", "project"]) if (params.get(name)) filter[name] = params.get(name);
+  for (const name of ["channel", "reason", "project"])
+    if (params.get(name)) filter[name] = params.get(name);
   return filter;
 }
 
@@ -1223,31 +1631,66 @@ function deadLettersPage(context, container, params) {
         const filterOf = { channel: group.channel, reason: group.reason };
         return h(
           "tr",
-          { testid: "dead-letter-group", data: { channel: group.channel, reason: group.reason, count: group.count } },
+          {
+            testid: "dead-letter-group",
+            data: { channel: group.channel, reason: group.reason, count: group.count },
+          },
           h("td", {}, label(group.channel)),
           h("td", {}, h("code", {}, group.reason)),
           num(group.count, { testid: "group-count" }),
           h(
             "td",
             { class: "actions" },
-            link(route("dead-letters", filterOf), "Open", { class: "button button-small", testid: "open-group", "aria-label": `Open ${group.channel} ${group.reason}` }),
-            button("Redrive all", (event) => actOnGroup("redrive", filterOf, group.count, event.currentTarget), { class: "button-small", testid: "redrive-group", data: { focusKey: `redrive-${groupKey}` }, "aria-label": `Redrive all ${deadLetterCount(group.count)} of ${group.channel} ${group.reason}` }),
-            button("Discard all", (event) => actOnGroup("discard", filterOf, group.count, event.currentTarget), { class: "button-small", variant: "danger-quiet", testid: "discard-group", data: { focusKey: `discard-${groupKey}` }, "aria-label": `Discard all ${deadLetterCount(group.count)} of ${group.channel} ${group.reason}` }),
+            link(route("dead-letters", filterOf), "Open", {
+              class: "button button-small",
+              testid: "open-group",
+              "aria-label": `Open ${group.channel} ${group.reason}`,
+            }),
+            button(
+              "Redrive all",
+              (event) => actOnGroup("redrive", filterOf, group.count, event.currentTarget),
+              {
+                class: "button-small",
+                testid: "redrive-group",
+                data: { focusKey: `redrive-${groupKey}` },
+                "aria-label": `Redrive all ${deadLetterCount(group.count)} of ${group.channel} ${group.reason}`,
+              },
+            ),
+            button(
+              "Discard all",
+              (event) => actOnGroup("discard", filterOf, group.count, event.currentTarget),
+              {
+                class: "button-small",
+                variant: "danger-quiet",
+                testid: "discard-group",
+                data: { focusKey: `discard-${groupKey}` },
+                "aria-label": `Discard all ${deadLetterCount(group.count)} of ${group.channel} ${group.reason}`,
+              },
+            ),
           ),
         );
       });
       rerender(
         body,
-        card(
-          null,
-          [
-            table([th("Channel"), th("Reason"), th("Open", "num"), th("Actions")], rows.length ? rows : [emptyRow(4, "No open dead letters. Everything was delivered or resolved.")], {
+        card(null, [
+          table(
+            [th("Channel"), th("Reason"), th("Open", "num"), th("Actions")],
+            rows.length
+              ? rows
+              : [emptyRow(4, "No open dead letters. Everything was delivered or resolved.")],
+            {
               label: "Dead-letter groups",
               testid: "dead-letter-groups",
-            }),
-            capped ? h("p", { class: "muted small", testid: "groups-capped" }, "Counted up to a limit: there may be more.") : null,
-          ],
-        ),
+            },
+          ),
+          capped
+            ? h(
+                "p",
+                { class: "muted small", testid: "groups-capped" },
+                "Counted up to a limit: there may be more.",
+              )
+            : null,
+        ]),
       );
     } catch (error) {
       rerender(body);
@@ -1257,20 +1700,58 @@ function deadLettersPage(context, container, params) {
 }
 
 function deadLetterGroupPage(context, container, filter) {
-  const title = [filter.channel && label(filter.channel), filter.reason, filter.project && `project ${filter.project}`].filter(Boolean).join(" · ");
+  const title = [
+    filter.channel && label(filter.channel),
+    filter.reason,
+    filter.project && `project ${filter.project}`,
+  ]
+    .filter(Boolean)
+    .join(" · ");
   const groupCount = h("span", { testid: "group-total" }, "");
   container.append(
-    h("p", { class: "breadcrumb" }, link(route("dead-letters"), "← All groups", { testid: "back-to-groups" })),
-    pageHeader(`Dead letters: ${title}`, { subtitle: h("span", {}, "Open dead letters of this group, newest first. ", groupCount) }),
+    h(
+      "p",
+      { class: "breadcrumb" },
+      link(route("dead-letters"), "← All groups", { testid: "back-to-groups" }),
+    ),
+    pageHeader(`Dead letters: ${title}`, {
+      subtitle: h("span", {}, "Open dead letters of this group, newest first. ", groupCount),
+    }),
   );
   const selected = new Set();
   const items = new Map();
   let total = 0;
-  const selectAll = h("input", { type: "checkbox", id: "select-all", testid: "select-all", "aria-label": "Select all shown" });
-  const redriveSelected = button("Redrive selected", (event) => actOnMany("redrive", [...selected], event.currentTarget), { testid: "redrive-selected", disabled: true, data: { focusKey: "redrive-selected" } });
-  const discardSelected = button("Discard selected", (event) => actOnMany("discard", [...selected], event.currentTarget), { testid: "discard-selected", variant: "danger-quiet", disabled: true, data: { focusKey: "discard-selected" } });
-  const redriveAll = button("Redrive group", (event) => actOnGroup("redrive", filter, total, event.currentTarget), { testid: "redrive-group", disabled: true });
-  const discardAll = button("Discard group", (event) => actOnGroup("discard", filter, total, event.currentTarget), { testid: "discard-group", variant: "danger-quiet", disabled: true });
+  const selectAll = h("input", {
+    type: "checkbox",
+    id: "select-all",
+    testid: "select-all",
+    "aria-label": "Select all shown",
+  });
+  const redriveSelected = button(
+    "Redrive selected",
+    (event) => actOnMany("redrive", [...selected], event.currentTarget),
+    { testid: "redrive-selected", disabled: true, data: { focusKey: "redrive-selected" } },
+  );
+  const discardSelected = button(
+    "Discard selected",
+    (event) => actOnMany("discard", [...selected], event.currentTarget),
+    {
+      testid: "discard-selected",
+      variant: "danger-quiet",
+      disabled: true,
+      data: { focusKey: "discard-selected" },
+    },
+  );
+  const redriveAll = button(
+    "Redrive group",
+    (event) => actOnGroup("redrive", filter, total, event.currentTarget),
+    { testid: "redrive-group", disabled: true },
+  );
+  const discardAll = button(
+    "Discard group",
+    (event) => actOnGroup("discard", filter, total, event.currentTarget),
+    { testid: "discard-group", variant: "danger-quiet", disabled: true },
+  );
   const rows = h("tbody", {});
   const summary = h("p", { class: "muted", role: "status", testid: "results-summary" }, "Loading…");
   const more = button("Load more", () => load(more), { testid: "load-more", hidden: true });
@@ -1278,8 +1759,12 @@ function deadLetterGroupPage(context, container, filter) {
 
   const sync = () => {
     const count = selected.size;
-    redriveSelected.textContent = count ? `Redrive selected (${fmtInt(count)})` : "Redrive selected";
-    discardSelected.textContent = count ? `Discard selected (${fmtInt(count)})` : "Discard selected";
+    redriveSelected.textContent = count
+      ? `Redrive selected (${fmtInt(count)})`
+      : "Redrive selected";
+    discardSelected.textContent = count
+      ? `Discard selected (${fmtInt(count)})`
+      : "Discard selected";
     redriveSelected.disabled = discardSelected.disabled = count === 0;
     selectAll.checked = count > 0 && count === items.size;
     selectAll.indeterminate = count > 0 && count < items.size;
@@ -1299,18 +1784,42 @@ function deadLetterGroupPage(context, container, filter) {
 
   container.append(
     card(null, [
-      h("div", { class: "toolbar", role: "group", "aria-label": "Actions" }, redriveSelected, discardSelected, h("span", { class: "toolbar-gap" }), redriveAll, discardAll),
+      h(
+        "div",
+        { class: "toolbar", role: "group", "aria-label": "Actions" },
+        redriveSelected,
+        discardSelected,
+        h("span", { class: "toolbar-gap" }),
+        redriveAll,
+        discardAll,
+      ),
       summary,
       h(
         "div",
-        { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Dead letters of this group" },
+        {
+          class: "table-wrap",
+          tabindex: "0",
+          role: "region",
+          "aria-label": "Dead letters of this group",
+        },
         h(
           "table",
           { class: "table", testid: "dead-letters-table" },
           h(
             "thead",
             {},
-            h("tr", {}, h("th", { scope: "col", class: "check" }, selectAll), th("Dead-lettered"), th("Dead letter"), th("Notification"), th("Project"), th("Attempts", "num"), th("Last error"), th("Actions")),
+            h(
+              "tr",
+              {},
+              h("th", { scope: "col", class: "check" }, selectAll),
+              th("Dead-lettered"),
+              th("Dead letter"),
+              th("Notification"),
+              th("Project"),
+              th("Attempts", "num"),
+              th("Last error"),
+              th("Actions"),
+            ),
           ),
           rows,
         ),
@@ -1320,7 +1829,12 @@ function deadLetterGroupPage(context, container, filter) {
   );
 
   function row(d) {
-    const checkbox = h("input", { type: "checkbox", testid: "select-dead-letter", "aria-label": `Select dead letter ${d.id}`, data: { focusKey: `select-${d.id}` } });
+    const checkbox = h("input", {
+      type: "checkbox",
+      testid: "select-dead-letter",
+      "aria-label": `Select dead letter ${d.id}`,
+      data: { focusKey: `select-${d.id}` },
+    });
     checkbox.addEventListener("change", () => {
       if (checkbox.checked) selected.add(d.id);
       else selected.delete(d.id);
@@ -1332,31 +1846,67 @@ function deadLetterGroupPage(context, container, filter) {
       { testid: "dead-letter-row", data: { id: d.id, notificationId: d.notification_id } },
       h("td", { class: "check" }, checkbox),
       h("td", { class: "nowrap" }, when(d.dead_lettered_at)),
-      h("td", {}, link(route("dead-letters", d.id), shortId(d.id), { class: "mono", title: d.id, "aria-label": `Inspect dead letter ${d.id}`, testid: "dead-letter-link" })),
-      h("td", {}, d.notification_id ? link(route("notifications", d.notification_id), shortId(d.notification_id), { class: "mono", title: d.notification_id, "aria-label": `Notification ${d.notification_id}` }) : h("span", { class: "muted" }, "none")),
+      h(
+        "td",
+        {},
+        link(route("dead-letters", d.id), shortId(d.id), {
+          class: "mono",
+          title: d.id,
+          "aria-label": `Inspect dead letter ${d.id}`,
+          testid: "dead-letter-link",
+        }),
+      ),
+      h(
+        "td",
+        {},
+        d.notification_id
+          ? link(route("notifications", d.notification_id), shortId(d.notification_id), {
+              class: "mono",
+              title: d.notification_id,
+              "aria-label": `Notification ${d.notification_id}`,
+            })
+          : h("span", { class: "muted" }, "none"),
+      ),
       h("td", {}, d.project ?? "—"),
       num(d.attempts),
       h("td", { class: "error-text truncate", title: d.last_error || "" }, d.last_error || "—"),
       h(
         "td",
         { class: "actions" },
-        button("Redrive", (event) => actOnMany("redrive", [d.id], event.currentTarget), { class: "button-small", testid: "redrive-one", "aria-label": `Redrive dead letter ${d.id}` }),
-        button("Discard", (event) => actOnMany("discard", [d.id], event.currentTarget), { class: "button-small", variant: "danger-quiet", testid: "discard-one", "aria-label": `Discard dead letter ${d.id}` }),
+        button("Redrive", (event) => actOnMany("redrive", [d.id], event.currentTarget), {
+          class: "button-small",
+          testid: "redrive-one",
+          "aria-label": `Redrive dead letter ${d.id}`,
+        }),
+        button("Discard", (event) => actOnMany("discard", [d.id], event.currentTarget), {
+          class: "button-small",
+          variant: "danger-quiet",
+          testid: "discard-one",
+          "aria-label": `Discard dead letter ${d.id}`,
+        }),
       ),
     );
   }
 
   async function load(trigger) {
-    await busy(trigger, async () => {
-      const page = await context.api("/v1/dead-letters", { query: { ...filter, limit: PAGE_SIZE, cursor } });
-      if (context.disposed) return;
-      for (const item of page.items) rows.append(row(item));
-      cursor = page.next_cursor;
-      more.hidden = !cursor;
-      summary.textContent = items.size ? `${deadLetterCount(items.size)} shown${cursor ? "; there are more" : ""}.` : "No open dead letter in this group.";
-      if (total < items.size) total = items.size;
-      sync();
-    }, "Dead letters");
+    await busy(
+      trigger,
+      async () => {
+        const page = await context.api("/v1/dead-letters", {
+          query: { ...filter, limit: PAGE_SIZE, cursor },
+        });
+        if (context.disposed) return;
+        for (const item of page.items) rows.append(row(item));
+        cursor = page.next_cursor;
+        more.hidden = !cursor;
+        summary.textContent = items.size
+          ? `${deadLetterCount(items.size)} shown${cursor ? "; there are more" : ""}.`
+          : "No open dead letter in this group.";
+        if (total < items.size) total = items.size;
+        sync();
+      },
+      "Dead letters",
+    );
   }
 
   (async () => {
@@ -1364,7 +1914,11 @@ function deadLetterGroupPage(context, container, filter) {
     try {
       const { groups } = await context.api("/v1/dead-letters/groups");
       total = groups
-        .filter((g) => (!filter.channel || g.channel === filter.channel) && (!filter.reason || g.reason === filter.reason))
+        .filter(
+          (g) =>
+            (!filter.channel || g.channel === filter.channel) &&
+            (!filter.reason || g.reason === filter.reason),
+        )
         .reduce((sum, g) => sum + g.count, 0);
     } catch (error) {
       if (!isQuiet(error)) showError(error, "Dead-letter groups");
@@ -1375,7 +1929,11 @@ function deadLetterGroupPage(context, container, filter) {
 
 function deadLetterPage(context, container, id) {
   container.append(
-    h("p", { class: "breadcrumb" }, link(route("dead-letters"), "← All groups", { testid: "back-to-groups" })),
+    h(
+      "p",
+      { class: "breadcrumb" },
+      link(route("dead-letters"), "← All groups", { testid: "back-to-groups" }),
+    ),
     pageHeader("Dead letter", { subtitle: h("code", { testid: "dead-letter-id" }, id) }),
   );
   if (!can("admin")) {
@@ -1397,13 +1955,26 @@ function deadLetterPage(context, container, id) {
     const act = (kind) => async (event) => {
       const verb = kind === "redrive" ? "Redrive" : "Discard";
       const trigger = event.currentTarget;
-      if (!(await confirmDialog({ title: `${verb} 1 dead letter?`, text: confirmText(kind), confirm: verb, danger: kind === "discard" }))) return;
-      await busy(trigger, async () => {
-        if (kind === "redrive") await api(`/v1/dead-letters/${encodeURIComponent(d.id)}/redrive`, { method: "POST" });
-        else await api(`/v1/dead-letters/${encodeURIComponent(d.id)}`, { method: "DELETE" });
-        state.flash = resultText(kind, 1);
-        render();
-      }, verb);
+      if (
+        !(await confirmDialog({
+          title: `${verb} 1 dead letter?`,
+          text: confirmText(kind),
+          confirm: verb,
+          danger: kind === "discard",
+        }))
+      )
+        return;
+      await busy(
+        trigger,
+        async () => {
+          if (kind === "redrive")
+            await api(`/v1/dead-letters/${encodeURIComponent(d.id)}/redrive`, { method: "POST" });
+          else await api(`/v1/dead-letters/${encodeURIComponent(d.id)}`, { method: "DELETE" });
+          state.flash = resultText(kind, 1);
+          render();
+        },
+        verb,
+      );
     };
     const open = !d.resolved_at;
     rerender(
@@ -1412,19 +1983,37 @@ function deadLetterPage(context, container, id) {
         h(
           "div",
           { class: "card-head" },
-          h("div", { class: "badges" }, open ? badge("open", { text: "Open", tone: "warning", testid: "dead-letter-state" }) : badge(d.resolution, { testid: "dead-letter-state" }), badge(d.channel, { tone: "outline", text: label(d.channel) })),
+          h(
+            "div",
+            { class: "badges" },
+            open
+              ? badge("open", { text: "Open", tone: "warning", testid: "dead-letter-state" })
+              : badge(d.resolution, { testid: "dead-letter-state" }),
+            badge(d.channel, { tone: "outline", text: label(d.channel) }),
+          ),
           open
             ? h(
                 "div",
                 { class: "page-actions" },
                 button("Redrive", act("redrive"), { variant: "primary", testid: "redrive-one" }),
-                button("Discard", act("discard"), { variant: "danger-quiet", testid: "discard-one" }),
+                button("Discard", act("discard"), {
+                  variant: "danger-quiet",
+                  testid: "discard-one",
+                }),
               )
             : null,
         ),
         details([
           ["Reason", h("code", {}, d.reason), "dead-letter-reason"],
-          ["Notification", d.notification_id ? link(route("notifications", d.notification_id), d.notification_id, { class: "mono", testid: "dead-letter-notification" }) : "none (the message did not parse)"],
+          [
+            "Notification",
+            d.notification_id
+              ? link(route("notifications", d.notification_id), d.notification_id, {
+                  class: "mono",
+                  testid: "dead-letter-notification",
+                })
+              : "none (the message did not parse)",
+          ],
           ["Project", d.project],
           ["Attempts", fmtInt(d.attempts)],
           ["Dead-lettered", when(d.dead_lettered_at)],
@@ -1439,27 +2028,48 @@ function deadLetterPage(context, container, id) {
 
 // --- campaigns ----------------------------------------------------------------------------------
 
-const CAMPAIGN_COUNTS = ["pending", "scheduled", "queued", "sending", "retrying", "sent", "failed", "canceled"];
+const CAMPAIGN_COUNTS = [
+  "pending",
+  "scheduled",
+  "queued",
+  "sending",
+  "retrying",
+  "sent",
+  "failed",
+  "canceled",
+];
 
 function campaignsPage(context, container) {
-  container.append(pageHeader("Campaigns", { subtitle: "Newest first; progress is live (every 3 seconds)." }));
+  container.append(
+    pageHeader("Campaigns", { subtitle: "Newest first; progress is live (every 3 seconds)." }),
+  );
   if (!can("read")) {
     container.append(lacks("read"));
     return;
   }
   const list = h("div", { class: "stack", testid: "campaigns" }, loading());
-  const more = button("Load more", () => {
-    limit = Math.min(limit + PAGE_SIZE, 500);
-    refresh();
-  }, { testid: "load-more", hidden: true });
+  const more = button(
+    "Load more",
+    () => {
+      limit = Math.min(limit + PAGE_SIZE, 500);
+      refresh();
+    },
+    { testid: "load-more", hidden: true },
+  );
   container.append(list, h("div", { class: "load-more" }, more));
   let limit = PAGE_SIZE;
   const refresh = async () => {
     const page = await context.api("/v1/campaigns", { query: { limit } });
     if (context.disposed) return;
     more.hidden = !page.next_cursor || limit >= 500;
-    rerender(list, page.items.length ? page.items.map((c) => campaignCard(c)) : card(null, h("p", { class: "muted" }, "No campaign yet.")));
+    rerender(
+      list,
+      page.items.length
+        ? page.items.map((c) => campaignCard(c))
+        : card(null, h("p", { class: "muted" }, "No campaign yet.")),
+    );
   };
+  context.refresh = refresh;
   context.poll(refresh);
 }
 
@@ -1485,25 +2095,57 @@ function campaignCard(c) {
   const actions = [];
   if (can("send")) {
     if (c.status === "pending" || c.status === "processing") {
-      actions.push(button("Pause", (event) => steerCampaign(c, "pause", event.currentTarget), { class: "button-small", testid: "campaign-pause", data: { focusKey: `pause-${c.id}` } }));
+      actions.push(
+        button("Pause", (event) => steerCampaign(c, "pause", event.currentTarget), {
+          class: "button-small",
+          testid: "campaign-pause",
+          data: { focusKey: `pause-${c.id}` },
+        }),
+      );
     }
     if (c.status === "paused") {
-      actions.push(button("Resume", (event) => steerCampaign(c, "resume", event.currentTarget), { class: "button-small", variant: "primary", testid: "campaign-resume", data: { focusKey: `resume-${c.id}` } }));
+      actions.push(
+        button("Resume", (event) => steerCampaign(c, "resume", event.currentTarget), {
+          class: "button-small",
+          variant: "primary",
+          testid: "campaign-resume",
+          data: { focusKey: `resume-${c.id}` },
+        }),
+      );
     }
     if (["pending", "processing", "paused"].includes(c.status)) {
-      actions.push(button("Cancel", (event) => steerCampaign(c, "cancel", event.currentTarget), { class: "button-small", variant: "danger-quiet", testid: "campaign-cancel", data: { focusKey: `cancel-${c.id}` } }));
+      actions.push(
+        button("Cancel", (event) => steerCampaign(c, "cancel", event.currentTarget), {
+          class: "button-small",
+          variant: "danger-quiet",
+          testid: "campaign-cancel",
+          data: { focusKey: `cancel-${c.id}` },
+        }),
+      );
     }
   }
-  actions.push(link(route("notifications", { campaign: c.id }), "Notifications", { class: "button button-small button-quiet", testid: "campaign-notifications", data: { focusKey: `notifications-${c.id}` } }));
+  actions.push(
+    link(route("notifications", { campaign: c.id }), "Notifications", {
+      class: "button button-small button-quiet",
+      testid: "campaign-notifications",
+      data: { focusKey: `notifications-${c.id}` },
+    }),
+  );
   const timing = [];
   if (c.throughput) timing.push(`${decimal.format(c.throughput)} / s`);
-  if (c.estimated_finish_at) timing.push(h("span", {}, "finishes about ", when(c.estimated_finish_at)));
+  if (c.estimated_finish_at)
+    timing.push(h("span", {}, "finishes about ", when(c.estimated_finish_at)));
   if (c.finished_at) timing.push(h("span", {}, "finished ", when(c.finished_at)));
   else if (c.started_at) timing.push(h("span", {}, "started ", when(c.started_at)));
   else if (c.send_at) timing.push(h("span", {}, "starts ", when(c.send_at)));
   return h(
     "article",
-    { class: "card campaign", testid: "campaign-row", data: { id: c.id, status: c.status }, "aria-labelledby": `campaign-${c.id}` },
+    {
+      class: "card campaign",
+      testid: "campaign-row",
+      data: { id: c.id, status: c.status },
+      "aria-labelledby": `campaign-${c.id}`,
+    },
     h(
       "div",
       { class: "card-head" },
@@ -1511,7 +2153,15 @@ function campaignCard(c) {
         "div",
         { class: "campaign-title" },
         h("h2", { class: "card-title", id: `campaign-${c.id}` }, c.name),
-        h("div", { class: "badges" }, badge(c.status, { testid: "campaign-status" }), badge(c.channel, { tone: "outline", text: label(c.channel) }), c.priority !== "normal" ? badge(c.priority, { tone: "outline", text: `${label(c.priority)} priority` }) : null),
+        h(
+          "div",
+          { class: "badges" },
+          badge(c.status, { testid: "campaign-status" }),
+          badge(c.channel, { tone: "outline", text: label(c.channel) }),
+          c.priority !== "normal"
+            ? badge(c.priority, { tone: "outline", text: `${label(c.priority)} priority` })
+            : null,
+        ),
       ),
       h("div", { class: "page-actions" }, actions),
     ),
@@ -1521,18 +2171,39 @@ function campaignCard(c) {
       bar,
       h("span", { class: "progress-text", testid: "campaign-percent" }, `${percent}%`),
     ),
-    h("p", { class: "small muted" }, `${fmtInt(finished)} of ${plural(c.recipients, "recipient")} finished`, c.skipped ? ` · ${fmtInt(c.skipped)} rows skipped at upload` : "", " · created ", when(c.created_at), timing.length ? [" · ", timing.flatMap((t, i) => (i ? [" · ", t] : [t]))] : ""),
+    h(
+      "p",
+      { class: "small muted" },
+      `${fmtInt(finished)} of ${plural(c.recipients, "recipient")} done`,
+      c.skipped ? ` · ${fmtInt(c.skipped)} rows skipped at upload` : "",
+      " · created ",
+      when(c.created_at),
+      timing.length ? [" · ", timing.flatMap((t, i) => (i ? [" · ", t] : [t]))] : "",
+    ),
     h(
       "ul",
       { class: "breakdown", testid: "campaign-counts", "aria-label": "Recipients by status" },
-      CAMPAIGN_COUNTS.map((name) => h("li", { class: ["breakdown-item", !counts[name] && "zero"], data: { status: name }, testid: `count-${name}` }, h("span", { class: `dot dot-${TONES[name] || "neutral"}`, "aria-hidden": "true" }), `${label(name)} `, h("strong", {}, fmtInt(counts[name] || 0)))),
+      CAMPAIGN_COUNTS.map((name) =>
+        h(
+          "li",
+          {
+            class: ["breakdown-item", !counts[name] && "zero"],
+            data: { status: name },
+            testid: `count-${name}`,
+          },
+          h("span", { class: `dot dot-${TONES[name] || "neutral"}`, "aria-hidden": "true" }),
+          `${label(name)} `,
+          h("strong", {}, fmtInt(counts[name] || 0)),
+        ),
+      ),
     ),
   );
 }
 
 async function steerCampaign(c, action, trigger) {
   if (action === "cancel") {
-    const left = c.recipients - ((c.counts?.sent || 0) + (c.counts?.failed || 0) + (c.counts?.canceled || 0));
+    const left =
+      c.recipients - ((c.counts?.sent || 0) + (c.counts?.failed || 0) + (c.counts?.canceled || 0));
     const ok = await confirmDialog({
       title: `Cancel the campaign "${c.name}"?`,
       text: `Nothing more is sent: up to ${plural(Math.max(left, 0), "recipient")} not yet sent to end canceled. This cannot be undone.`,
@@ -1541,16 +2212,28 @@ async function steerCampaign(c, action, trigger) {
     });
     if (!ok) return;
   }
-  await busy(trigger, async () => {
-    await api(`/v1/campaigns/${encodeURIComponent(c.id)}/${action}`, { method: "POST" });
-    notice(`Campaign "${c.name}" ${action === "pause" ? "paused" : action === "resume" ? "resumed" : "canceled"}.`);
-  }, `${label(action)} campaign`);
+  await busy(
+    trigger,
+    async () => {
+      await api(`/v1/campaigns/${encodeURIComponent(c.id)}/${action}`, { method: "POST" });
+      notice(
+        `Campaign "${c.name}" ${action === "pause" ? "paused" : action === "resume" ? "resumed" : "canceled"}.`,
+      );
+      if (state.page?.refresh) await state.page.refresh();
+    },
+    `${label(action)} campaign`,
+  );
 }
 
 // --- channels -----------------------------------------------------------------------------------
 
 function channelsPage(context, container) {
-  container.append(pageHeader("Channels", { subtitle: "Pause a channel to hold its deliveries in the queue; resume to drain it. Live (every 3 seconds)." }));
+  container.append(
+    pageHeader("Channels", {
+      subtitle:
+        "Pause a channel to hold its deliveries in the queue; resume to drain it. Live (every 3 seconds).",
+    }),
+  );
   if (!can("admin")) {
     container.append(lacks("admin"));
     return;
@@ -1566,23 +2249,62 @@ function channelsPage(context, container) {
         { testid: `channel-row-${c.channel}`, data: { channel: c.channel, paused: c.paused } },
         h("th", { scope: "row" }, label(c.channel)),
         h("td", {}, channelState(c)),
-        h("td", { class: "num", testid: `instances-${c.channel}` }, `${fmtInt(c.instances)}${c.paused_instances ? ` (${fmtInt(c.paused_instances)} paused)` : ""}`),
-        num(laneDepth(c.lanes), { testid: `depth-${c.channel}` }),
-        num(c.in_flight, { testid: `in-flight-${c.channel}` }),
-        h("td", { class: "num" }, decimal.format(c.delivered_per_second || 0)),
-        num(c.dead_letters),
         h(
           "td",
           { class: "actions" },
           c.paused
-            ? button("Resume", (event) => steerChannel(c.channel, "resume", event.currentTarget, refresh), { variant: "primary", class: "button-small", testid: `resume-${c.channel}`, data: { focusKey: `steer-${c.channel}` }, "aria-label": `Resume the ${c.channel} channel` })
-            : button("Pause", (event) => steerChannel(c.channel, "pause", event.currentTarget, refresh), { class: "button-small", testid: `pause-${c.channel}`, data: { focusKey: `steer-${c.channel}` }, "aria-label": `Pause the ${c.channel} channel` }),
+            ? button(
+                "Resume",
+                (event) => steerChannel(c.channel, "resume", event.currentTarget, refresh),
+                {
+                  variant: "primary",
+                  class: "button-small",
+                  testid: `resume-${c.channel}`,
+                  data: { focusKey: `steer-${c.channel}` },
+                  "aria-label": `Resume the ${c.channel} channel`,
+                },
+              )
+            : button(
+                "Pause",
+                (event) => steerChannel(c.channel, "pause", event.currentTarget, refresh),
+                {
+                  class: "button-small",
+                  testid: `pause-${c.channel}`,
+                  data: { focusKey: `steer-${c.channel}` },
+                  "aria-label": `Pause the ${c.channel} channel`,
+                },
+              ),
         ),
+        h(
+          "td",
+          { class: "num", testid: `instances-${c.channel}` },
+          `${fmtInt(c.instances)}${c.paused_instances ? ` (${fmtInt(c.paused_instances)} paused)` : ""}`,
+        ),
+        num(laneDepth(c.lanes), { testid: `depth-${c.channel}` }),
+        num(c.in_flight, { testid: `in-flight-${c.channel}` }),
+        h("td", { class: "num" }, decimal.format(c.delivered_per_second || 0)),
+        num(c.dead_letters),
       ),
     );
     rerender(
       body,
-      card(null, table([th("Channel"), th("State"), th("Instances", "num"), th("Queue depth", "num"), th("In flight", "num"), th("Delivered / s", "num"), th("Open dead letters", "num"), th("Action")], rows, { label: "Channels", testid: "channels-table" })),
+      card(
+        null,
+        table(
+          [
+            th("Channel"),
+            th("State"),
+            th("Action"),
+            th("Instances", "num"),
+            th("Queue depth", "num"),
+            th("In flight", "num"),
+            th("Delivered / s", "num"),
+            th("Open dead letters", "num"),
+          ],
+          rows,
+          { label: "Channels", testid: "channels-table" },
+        ),
+      ),
     );
   };
   context.poll(refresh);
@@ -1598,12 +2320,18 @@ async function steerChannel(channel, action, trigger, refresh) {
     });
     if (!ok) return;
   }
-  await busy(trigger, async () => {
-    const result = await api(`/v1/channels/${encodeURIComponent(channel)}/${action}`, { method: "POST" });
-    const suffix = result.delivered ? "" : " Some instances take it within a heartbeat.";
-    notice(`The ${channel} channel is ${result.paused ? "paused" : "running again"}.${suffix}`);
-    await refresh();
-  }, `${label(action)} ${channel}`);
+  await busy(
+    trigger,
+    async () => {
+      const result = await api(`/v1/channels/${encodeURIComponent(channel)}/${action}`, {
+        method: "POST",
+      });
+      const suffix = result.delivered ? "" : " Some instances take it within a heartbeat.";
+      notice(`The ${channel} channel is ${result.paused ? "paused" : "running again"}.${suffix}`);
+      await refresh();
+    },
+    `${label(action)} ${channel}`,
+  );
 }
 
 // --- signing in and out ---------------------------------------------------------------------------
@@ -1619,7 +2347,11 @@ function showSignedIn() {
       "span",
       { class: "whoami-line" },
       h("span", { class: "whoami-project", testid: "key-project", title: "Project" }, me.project),
-      h("span", { class: "whoami-scopes", testid: "key-scopes", title: "Scopes" }, (me.scopes || []).map((scope) => h("span", { class: "scope", data: { scope } }, scope))),
+      h(
+        "span",
+        { class: "whoami-scopes", testid: "key-scopes", title: "Scopes" },
+        (me.scopes || []).map((scope) => h("span", { class: "scope", data: { scope } }, scope)),
+      ),
     ),
   );
 }
@@ -1666,18 +2398,22 @@ function start() {
       input.focus();
       return;
     }
-    await busy(event.submitter, async () => {
-      try {
-        await signIn(key);
-        input.value = "";
-      } catch (error) {
-        input.focus();
-        if (error instanceof ApiError && error.status === 401) {
-          throw new ApiError(401, { ...error.problem, title: "That API key was refused" });
+    await busy(
+      event.submitter,
+      async () => {
+        try {
+          await signIn(key);
+          input.value = "";
+        } catch (error) {
+          input.focus();
+          if (error instanceof ApiError && error.status === 401) {
+            throw new ApiError(401, { ...error.problem, title: "That API key was refused" });
+          }
+          throw error;
         }
-        throw error;
-      }
-    }, "Sign in");
+      },
+      "Sign in",
+    );
   });
   $("#sign-out").addEventListener("click", () => {
     signOut();
@@ -1697,10 +2433,12 @@ function start() {
     return;
   }
   signIn(saved).catch((error) => {
-    signOut();
     if (error instanceof ApiError && error.status === 401) {
+      signOut();
       showError(error, "Signed out");
     } else {
+      // The API did not answer: keep the key (a reload tries again), offer the form meanwhile.
+      showSignIn();
       showError(error, "Sign in");
     }
   });
