@@ -861,7 +861,7 @@ def test_migration_job_runs_herald_migrate_under_its_lock(overlay: Overlay) -> N
     }
     # Safe beside another migrator or a service running it at start (deploy/k8s/README.md
     # says so): every migrator takes one advisory lock first.
-    assert "pg_advisory_lock" in inspect.getsource(apply_migrations)
+    assert "pg_try_advisory_lock" in inspect.getsource(apply_migrations)
 
 
 def secret_template() -> tuple[dict[str, Any], str]:

@@ -90,13 +90,14 @@ class Infra:
         finally:
             await connection.close()
 
-    async def new_database(self) -> str:
-        """A fresh migrated database (a copy of the run's template); returns its URL."""
+    async def new_database(self, *, migrated: bool = True) -> str:
+        """A fresh database, migrated (a copy of the run's template) or empty; returns its URL."""
         self.database_count += 1
         name = f"herald_t{self.run_id}_{self.database_count}"
+        template = f' TEMPLATE "{self.template}"' if migrated else ""
         admin = await asyncpg.connect(self.admin_database_url)
         try:
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+            await admin.execute(f'CREATE DATABASE "{name}"{template}')
         finally:
             await admin.close()
         self.databases.append(name)

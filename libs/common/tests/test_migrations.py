@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
 
 from herald_common.migrate import NO_TRANSACTION, apply_migrations, migration_files, statements
+from tests.support.infra import Infra
 
 
 async def test_migrations_apply_once_and_in_order(database_url: str) -> None:
@@ -56,3 +58,20 @@ async def test_the_console_indexes_were_built_concurrently_and_are_valid(databas
             await connection.execute(statement)
     finally:
         await connection.close()
+
+
+async def test_migrators_started_together_on_an_empty_database_both_finish(infra: Infra) -> None:
+    """As replicas running herald-migrate at start: one applies everything (0015 builds its index
+    CONCURRENTLY, waiting for every other transaction's snapshot), the other waits without
+    holding one (a waiter inside pg_advisory_lock would deadlock with that build) and finds
+    nothing left to do."""
+    url = await infra.new_database(migrated=False)
+    first: asyncpg.Connection[Any] = await asyncpg.connect(url)
+    second: asyncpg.Connection[Any] = await asyncpg.connect(url)
+    try:
+        applied = await asyncio.gather(apply_migrations(first), apply_migrations(second))
+    finally:
+        await first.close()
+        await second.close()
+    names = [name for name, _ in migration_files()]
+    assert sorted(applied, key=len) == [[], names]

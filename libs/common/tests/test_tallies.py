@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -86,3 +87,18 @@ async def test_the_last_hour_is_of_one_project_or_all_and_old_minutes_are_pruned
     pruning = MinuteTally(pool, prune=True)
     await pruning.tick()
     assert await pool.fetchval("SELECT count(*) FROM notification_minutes") == 3
+
+
+async def test_stop_waits_for_a_flush_under_way_and_never_writes_its_counts_twice(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    counted = 0
+    for cycle in range(40):  # stops landing at every point of a flush: before, in, after
+        tally = MinuteTally(pool, interval=0.001)
+        tally.count("sent", "p", "email", "normal", 5)
+        counted += 5
+        await tally.start(now=True)
+        for _ in range(cycle % 7):
+            await asyncio.sleep(0)
+        await tally.stop()
+    assert await pool.fetchval("SELECT sum(sent) FROM notification_minutes") == counted

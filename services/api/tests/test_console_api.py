@@ -8,6 +8,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import ANY
 
 import asyncpg
 
@@ -143,18 +144,26 @@ async def test_dead_letters_grouped_and_discarded_in_bulk(
     malformed = await dead_letter(pool, None, reason="malformed", attempts=1, channel="sms")
 
     groups = await (await client.get("/v1/dead-letters/groups")).json()
+    as_of = groups.pop("as_of")
     assert groups == {
         "groups": [
-            {"channel": "email", "reason": "exhausted", "count": 3},
-            {"channel": "email", "reason": "permanent_failure", "count": 1},
-            {"channel": "sms", "reason": "malformed", "count": 1},
+            {"channel": "email", "reason": "exhausted", "count": 3, "malformed": False},
+            {"channel": "email", "reason": "permanent_failure", "count": 1, "malformed": False},
+            {"channel": "sms", "reason": "malformed", "count": 1, "malformed": True},
         ],
         "capped": False,
     }
     shop_groups = await (await client.get("/v1/dead-letters/groups?project=shop")).json()
     assert shop_groups["groups"] == [
-        {"channel": "email", "reason": "permanent_failure", "count": 1}
+        {"channel": "email", "reason": "permanent_failure", "count": 1, "malformed": False}
     ]
+    # A dead letter that comes after the count is not acted on with the count's instant as bound.
+    late = await dead_letter(pool, uuid.UUID((await _post(client, email()))["id"]))
+    response = await client.post(
+        "/v1/dead-letters/discard", json={"reason": "exhausted", "until": as_of, "limit": 1}
+    )
+    assert response.status == 422  # no such field: a typo changes nothing
+    exhausted_filter = {"channel": "email", "reason": "exhausted", "until": as_of}
     # Admin only, as every dead-letter route.
     assert (await client.get("/v1/dead-letters/groups", headers=bearer(shop))).status == 403
 
@@ -164,11 +173,7 @@ async def test_dead_letters_grouped_and_discarded_in_bulk(
     for _ in range(5):
         response = await client.post(
             "/v1/dead-letters/discard",
-            json={
-                "channel": "email",
-                "reason": "exhausted",
-                **({"cursor": cursor} if cursor else {}),
-            },
+            json={**exhausted_filter, **({"cursor": cursor} if cursor else {})},
         )
         body = await response.json()
         assert response.status == 200, body
@@ -177,24 +182,35 @@ async def test_dead_letters_grouped_and_discarded_in_bulk(
         if cursor is None:
             break
     assert sorted(discarded) == sorted(str(i) for i in exhausted)
+    assert body["skipped"] == 0
+    # The late one is open still; it goes by itself.
+    response = await client.post("/v1/dead-letters/discard", json={"reason": "exhausted"})
+    assert (await response.json())["ids"] == [str(late)]
     resolutions = await pool.fetch(
         "SELECT id, resolution FROM dead_letters WHERE resolved_at IS NOT NULL"
     )
-    assert {r["id"]: r["resolution"] for r in resolutions} == dict.fromkeys(exhausted, "discarded")
+    assert {r["id"]: r["resolution"] for r in resolutions} == dict.fromkeys(
+        [*exhausted, late], "discarded"
+    )
     # Audited, one entry per request, naming the filter and what it discarded.
     audit = await pool.fetch(
         "SELECT target, details FROM audit_log WHERE action = 'dead_letters.discard' ORDER BY at"
     )
-    assert len(audit) == 2
-    assert json.loads(audit[0]["target"]) == {"channel": "email", "reason": "exhausted"}
-    assert sum(len(a["details"]["discarded"]) for a in audit) == 3
+    assert len(audit) == 3
+    assert json.loads(audit[0]["target"]) == {**exhausted_filter, "until": ANY}
+    assert sum(len(a["details"]["discarded"]) for a in audit) == 4
     # Nothing else was touched; a discard of the malformed group takes it too.
     after = await (await client.get("/v1/dead-letters/groups")).json()
     assert [(g["reason"], g["count"]) for g in after["groups"]] == [
         ("permanent_failure", 1),
         ("malformed", 1),
     ]
-    response = await client.post("/v1/dead-letters/discard", json={"reason": "malformed"})
+    # Only malformed ones, or only well-formed ones, when told.
+    response = await client.post(
+        "/v1/dead-letters/discard", json={"malformed": False, "channel": "sms"}
+    )
+    assert (await response.json())["ids"] == []
+    response = await client.post("/v1/dead-letters/discard", json={"malformed": True})
     assert (await response.json())["ids"] == [str(malformed)]
     # A project's discard never takes another project's (nor a malformed message, which has none).
     response = await client.post("/v1/dead-letters/discard", json={"project": "default"})
@@ -239,3 +255,33 @@ async def test_queues_show_breakers_per_provider_and_the_outbox_lag(
     lag = (await (await client.get("/v1/queues")).json())["outbox"]
     assert lag["backlog"] == 2
     assert 42 <= lag["oldest_age_seconds"] < 60
+
+
+async def test_recipients_are_searched_as_acceptance_stored_them(client: Client) -> None:
+    """An address with its domain in capitals, a bare FCM token, and a push token too long for a
+    B-tree entry (accepted, stored and found: the index is of its MD5)."""
+    mixed = await _post(client, email(to="Mixed@Example.COM"))
+    token = "t" * 3000
+    push = await _post(
+        client,
+        {
+            "channel": "push",
+            "to": {"provider": "fcm", "token": token},
+            "content": {"title": "Hi", "body": "There"},
+        },
+    )
+    number = await _post(client, {"channel": "sms", "to": "+14155550123", "content": {"text": "x"}})
+
+    async def found(to: str) -> list[str]:
+        response = await client.get("/v1/notifications", params={"to": to})
+        body = await response.json()
+        assert response.status == 200, body
+        return [item["id"] for item in body["items"]]
+
+    assert await found("Mixed@Example.COM") == [mixed["id"]]
+    assert await found("Mixed@example.com") == [mixed["id"]]
+    assert await found(token) == [push["id"]]
+    assert await found(json.dumps({"token": token, "provider": "fcm"})) == [push["id"]]
+    assert await found("+14155550123") == [number["id"]]
+    assert await found("nobody@example.com") == []
+    assert await found("{not json") == []

@@ -80,10 +80,11 @@ def is_outage(exc: BaseException) -> bool:
 
 def is_bad_data(exc: BaseException) -> bool:
     """True when a statement failed because of a value it carried (SQLSTATE classes 22, data
-    exception, and 23, integrity constraint; or a value the driver could not encode): splitting
-    the batch isolates the item that carries it. Other errors (bugs) are neither."""
+    exception; 23, integrity constraint; 54, program limit exceeded, such as an index row too
+    large; or a value the driver could not encode): splitting the batch isolates the item that
+    carries it. Other errors (bugs) are neither."""
     if isinstance(exc, UnicodeError):
         return True
     if isinstance(exc, asyncpg.PostgresError):
-        return str(getattr(exc, "sqlstate", "") or "")[:2] in ("22", "23")
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in ("22", "23", "54")
     return isinstance(exc, ValueError) and not is_outage(exc)

@@ -22,6 +22,8 @@ from .settings import CommonSettings
 
 _LOCK_KEY = 0x4E524C44  # "HRLD": one advisory lock for every Herald migrator
 NO_TRANSACTION = "-- herald:no-transaction"
+LOCK_POLL_INTERVAL = 0.5
+"""Seconds between tries of the migrators' advisory lock."""
 
 
 def statements(sql: str) -> list[str]:
@@ -52,7 +54,11 @@ def migration_files() -> list[tuple[str, str]]:
 async def apply_migrations(connection: asyncpg.Connection[Any]) -> list[str]:
     """Apply pending migrations; returns the names applied now."""
     applied_now: list[str] = []
-    await connection.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    # Try, sleep, try again, rather than wait in pg_advisory_lock: a statement waiting there
+    # holds a snapshot, which another migrator's CREATE INDEX CONCURRENTLY waits for, while this
+    # one waits for that migrator's lock: a deadlock.
+    while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+        await asyncio.sleep(LOCK_POLL_INTERVAL)
     try:
         await connection.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (

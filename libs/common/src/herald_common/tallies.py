@@ -9,11 +9,14 @@ next one. What a process counted but had not flushed when it crashed is lost: th
 for people, not the notifications themselves (those are in ``notifications``).
 
 The API counts what it accepts, the dispatcher what its campaigns fan out and every notification
-it sees become sent or failed (counted once, on the status change).
+it sees become sent or failed (counted once, on the status change). ``sent`` and ``failed`` count
+status changes, not notifications: one redriven and failing again is a second failure, and a late
+``sent`` after ``failed`` counts both (as the dispatcher's metrics do).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -64,6 +67,9 @@ class MinuteTally(Periodic):
         self._clock = clock
         self._counts: dict[Key, list[int]] = {}
         self._last_prune = 0.0
+        self._flushing = asyncio.Lock()
+        """Held by a flush: ``stop`` waits for one under way instead of cancelling it (a flush
+        cancelled after PostgreSQL committed would keep its counts and write them again)."""
 
     def count(self, figure: Figure, project: str, channel: str, lane: str, n: int = 1) -> None:
         if n <= 0:
@@ -80,7 +86,8 @@ class MinuteTally(Periodic):
         return self._counts
 
     async def tick(self) -> None:
-        await self.flush()
+        async with self._flushing:
+            await self._flush()
         now = self._clock()
         if self._prune and now - self._last_prune >= 3600:
             await self._pool.execute(
@@ -90,6 +97,10 @@ class MinuteTally(Periodic):
             self._last_prune = now
 
     async def flush(self) -> None:
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         counts, self._counts = self._counts, {}
         if not counts:
             return
@@ -124,7 +135,8 @@ class MinuteTally(Periodic):
             raise
 
     async def stop(self) -> None:
-        await super().stop()
+        async with self._flushing:  # the loop is between flushes once this is held
+            await super().stop()
         with contextlib.suppress(Exception):
             await self.flush()
 

@@ -40,6 +40,7 @@ from .models import (
     DeadLetterGroup,
     DeadLetterGroups,
     DeadLetterPage,
+    DiscardFilter,
     DiscardResult,
     RedriveFilter,
     RedriveResult,
@@ -225,53 +226,59 @@ class DeadLetterStore:
         return DeadLetterPage(items=items, next_cursor=next_cursor)
 
     async def groups(self, *, project: str | None) -> DeadLetterGroups:
-        """Open dead letters by channel and reason, counted up to ``GROUPS_CAP`` in all. Each
-        part reads only open rows, through its partial index (dead_letters_one_open,
-        dead_letters_open_malformed); a malformed message has no project, so it counts only
-        when no project is asked for."""
-        project_clause = (
-            "AND (SELECT project FROM notifications n WHERE n.id = notification_id) = $2"
-            if project is not None
-            else ""
-        )
+        """Open dead letters by channel, reason and whether they parsed, counted up to
+        ``GROUPS_CAP`` in all. Each part reads only open rows, through its partial index
+        (dead_letters_one_open, dead_letters_open_malformed); a malformed message has no
+        project, so it counts only when no project is asked for."""
+        project_clause = f"AND {_OF_PROJECT.format('$2')}" if project is not None else ""
         malformed = (
             ""
             if project is not None
             else """UNION ALL
-                (SELECT channel, reason FROM dead_letters
+                (SELECT channel, reason, true FROM dead_letters
                  WHERE resolved_at IS NULL AND notification_id IS NULL LIMIT $1)"""
         )
         args: list[Any] = [GROUPS_CAP + 1] + ([project] if project is not None else [])
-        async with self._database.connection() as connection:
+        async with self._database.connection() as connection, connection.transaction():
+            # One snapshot: as_of is the instant the counts are of.
+            as_of = await connection.fetchval("SELECT now()")
             rows = await connection.fetch(
-                f"""SELECT channel, reason, count(*) AS n FROM (
-                        (SELECT channel, reason FROM dead_letters
+                f"""SELECT channel, reason, malformed, count(*) AS n FROM (
+                        (SELECT channel, reason, false AS malformed FROM dead_letters
                          WHERE resolved_at IS NULL AND notification_id IS NOT NULL
                          {project_clause} LIMIT $1)
                         {malformed}
                     ) open
-                    GROUP BY channel, reason ORDER BY n DESC, channel, reason""",
+                    GROUP BY channel, reason, malformed
+                    ORDER BY n DESC, channel, reason, malformed""",
                 *args,
             )
         groups = [
-            DeadLetterGroup(channel=r["channel"], reason=r["reason"], count=r["n"]) for r in rows
+            DeadLetterGroup(
+                channel=r["channel"], reason=r["reason"], count=r["n"], malformed=r["malformed"]
+            )
+            for r in rows
         ]
-        return DeadLetterGroups(groups=groups, capped=sum(g.count for g in groups) > GROUPS_CAP)
+        return DeadLetterGroups(
+            groups=groups, capped=sum(g.count for g in groups) > GROUPS_CAP, as_of=as_of
+        )
 
-    async def discard_matching(self, where: RedriveFilter, *, actor: VerifiedKey) -> DiscardResult:
+    async def discard_matching(self, where: DiscardFilter, *, actor: VerifiedKey) -> DiscardResult:
         """Discard the unresolved dead letters the filter matches (malformed ones too, unless a
         project is named), oldest first, at most ``max_redrive`` per call; ``next_cursor``
         continues after the last one. Rows another request holds are passed over, not waited
         for: they are being redriven or discarded already."""
-        query = _open_matching(where, well_formed=False)
+        query = _open_matching(where, well_formed=where.malformed is False)
+        if where.malformed:
+            query.add("notification_id IS NULL")
         limit_arg = query.limit_placeholder(self._max_redrive)
         async with self._database.transaction() as connection:
-            examined = await connection.fetch(
+            candidates = await connection.fetch(
                 f"""SELECT id, dead_lettered_at FROM dead_letters {query.where()}
                     ORDER BY dead_lettered_at, id LIMIT {limit_arg}""",
                 *query.args,
             )
-            examined = examined[: self._max_redrive]
+            examined = candidates[: self._max_redrive]
             discarded = [
                 r["id"]
                 for r in await connection.fetch(
@@ -290,12 +297,17 @@ class DeadLetterStore:
                 where.model_dump_json(exclude_none=True),
                 {"discarded": [str(d) for d in discarded]},
             )
-        more = len(examined) == self._max_redrive
+        more = len(candidates) > self._max_redrive
         next_cursor = (
             encode_cursor(examined[-1]["dead_lettered_at"], examined[-1]["id"]) if more else None
         )
         log.info("dead letters discarded", discarded=len(discarded))
-        return DiscardResult(discarded=len(discarded), ids=discarded, next_cursor=next_cursor)
+        return DiscardResult(
+            discarded=len(discarded),
+            ids=discarded,
+            skipped=len(examined) - len(discarded),
+            next_cursor=next_cursor,
+        )
 
     async def get(self, id: UUID) -> DeadLetter:
         async with self._database.connection() as connection:
@@ -574,7 +586,7 @@ async def group_dead_letters(request: web.Request) -> web.Response:
 
 async def discard_dead_letters(request: web.Request) -> web.Response:
     settings = request.app[API_SETTINGS]
-    where = parse_model(RedriveFilter, await read_json(request, settings.api_max_body_bytes))
+    where = parse_model(DiscardFilter, await read_json(request, settings.api_max_body_bytes))
     log.info("bulk discard requested", **where.model_dump(mode="json", exclude_none=True))
     return json_model(
         await request.app[DEAD_LETTERS].discard_matching(where, actor=principal(request))

@@ -213,7 +213,7 @@ class EmailNotificationRequest(_Notification):
     content: EmailContentRequest | None = None
 
 
-def _e164(value: str) -> str:
+def e164(value: str) -> str:
     """A phone number the carriers can reach, in E.164 (``+14155550123``): phonenumbers parses
     and validates it against its numbering plan."""
     if not value.startswith("+"):
@@ -243,7 +243,7 @@ class SmsNotificationRequest(_Notification):
     """An SMS to send."""
 
     channel: Literal["sms"] = Field(description="The channel that delivers it.")
-    to: Annotated[Line, AfterValidator(_e164)] = Field(
+    to: Annotated[Line, AfterValidator(e164)] = Field(
         max_length=32, description="Recipient's phone number in E.164 form (`+14155550123`)."
     )
     content: SmsContentRequest | None = None
@@ -494,6 +494,16 @@ class RedriveFilter(BaseModel):
             return None if value is None else value.astimezone(UTC)
         except OverflowError:
             raise ValueError("instant out of range") from None
+
+
+class DiscardFilter(RedriveFilter):
+    """Which unresolved dead letters to discard: as for a redrive, and also malformed ones
+    (messages that did not parse, which name no notification and no project)."""
+
+    malformed: bool | None = Field(
+        default=None,
+        description="Only malformed ones (true), only those of a notification (false), or both.",
+    )
 
 
 class KeyRequest(BaseModel):
@@ -935,6 +945,10 @@ class DeadLetterGroup(BaseModel):
     channel: str
     reason: str
     count: int
+    malformed: bool = Field(
+        description="Messages that did not parse: they name no notification, so they can be "
+        "discarded but not redriven."
+    )
 
 
 class DeadLetterGroups(BaseModel):
@@ -944,6 +958,10 @@ class DeadLetterGroups(BaseModel):
     capped: bool = Field(
         description="More than 100,000 are open: the counts are of the first 100,000."
     )
+    as_of: datetime = Field(
+        description="When they were counted: send it as `until` to act on what was counted and "
+        "not on dead letters that came after."
+    )
 
 
 class DiscardResult(BaseModel):
@@ -951,6 +969,10 @@ class DiscardResult(BaseModel):
 
     discarded: int
     ids: list[UUID] = Field(description="The dead letters discarded.")
+    skipped: int = Field(
+        description="Matched but held by another request at that moment (a redrive or discard "
+        "of them under way): left as they are."
+    )
     next_cursor: str | None = Field(
         description="More may match: send the same filter again with this as `cursor`."
     )

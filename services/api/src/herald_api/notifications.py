@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +16,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 from asyncpg.pool import PoolConnectionProxy
+from pydantic import EmailStr, TypeAdapter
 
 from herald_common import outbox
 from herald_common.batching import Batcher
@@ -56,6 +59,7 @@ from .models import (
     NotificationDetail,
     NotificationPage,
     NotificationRequest,
+    e164,
 )
 from .pagination import KeysetQuery, encode_cursor, parse_limit
 from .principal import principal, visible_project
@@ -68,6 +72,30 @@ log = structlog.get_logger("herald_api.notifications")
 _COLUMNS = """id, project, channel, recipient, content, metadata, status, correlation_id, attempts,
     last_error, failure_reason, provider, provider_message_id, next_attempt_at, created_at,
     updated_at, send_at, sent_at, template, priority, campaign_id, redacted_at"""
+
+
+_EMAIL = TypeAdapter(EmailStr)
+
+
+def recipients_matching(to: str) -> list[str]:
+    """The stored recipients a search for ``to`` means: ``to`` as given, and as acceptance would
+    have stored it (an email address with its domain in lower case, a phone number in E.164, an
+    FCM token inside its push recipient, a push recipient's JSON in its canonical form)."""
+    found = [to]
+    normalisers: list[Callable[[str], str]] = [
+        _EMAIL.validate_python,
+        e164,
+        lambda token: recipient_text({"provider": "fcm", "token": token}),
+        lambda text: recipient_text(json.loads(text)) if text.startswith("{") else text,
+    ]
+    for normalise in normalisers:
+        try:
+            candidate = normalise(to)
+        except ValueError:  # pydantic's ValidationError and json's JSONDecodeError among them
+            continue
+        if candidate not in found:
+            found.append(candidate)
+    return found
 
 
 def parse_id(text: str) -> UUID:
@@ -582,7 +610,12 @@ class NotificationStore:
         if campaign is not None:
             query.add("campaign_id = {0}", campaign)
         if recipient is not None:
-            query.add("recipient = {0}", recipient)
+            # On the index of md5(recipient) (a push recipient is too long for a B-tree entry).
+            candidates = recipients_matching(recipient)
+            digests = [hashlib.md5(c.encode(), usedforsecurity=False).hexdigest()
+                       for c in candidates]  # fmt: skip
+            query.add("md5(recipient) = ANY({0}::text[]) AND recipient = ANY({1}::text[])",
+                      digests, candidates)  # fmt: skip
         if created_after is not None:
             query.add("created_at >= {0}", created_after)
         if created_before is not None:

@@ -48,6 +48,7 @@ from .models import (
     DeadLetter,
     DeadLetterGroups,
     DeadLetterPage,
+    DiscardFilter,
     DiscardResult,
     KeyList,
     KeyRequest,
@@ -73,6 +74,7 @@ _MODELS: list[tuple[type[BaseModel], Mode]] = [
     *((model, "validation") for model in REQUEST_MODELS.values()),
     (BatchRequest, "validation"),
     (RedriveFilter, "validation"),
+    (DiscardFilter, "validation"),
     (KeyRequest, "validation"),
     *((model, "validation") for model in TEMPLATE_REQUEST_MODELS.values()),
     (Template, "serialization"),
@@ -529,7 +531,7 @@ def openapi_document() -> dict[str, Any]:
                         "Audited as `dead_letters.discard`."
                     ),
                     "operationId": "discardDeadLetters",
-                    "requestBody": {"required": True, **_json(ref(RedriveFilter))},
+                    "requestBody": {"required": True, **_json(ref(DiscardFilter))},
                     "responses": {"200": _ok("What was discarded.", ref(DiscardResult))},
                 }
             ),

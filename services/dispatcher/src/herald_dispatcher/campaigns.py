@@ -151,6 +151,8 @@ class CampaignRunner(WokenLoop):
         self._tally.count("accepted", campaign["project"], campaign["channel"],
                           campaign["priority"], len(created))  # fmt: skip
         failed = sum(1 for n in created if n.status == "failed")
+        self._tally.count("failed", campaign["project"], campaign["channel"],
+                          campaign["priority"], failed)  # fmt: skip
         if failed:
             self._metrics.campaign_render_failures.labels(campaign["channel"]).inc(failed)
             log.warning("campaign recipients failed to render", campaign_id=str(campaign["id"]),
