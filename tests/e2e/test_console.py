@@ -316,6 +316,7 @@ async def test_dead_letters_redriven_from_the_console_are_delivered_once(
         await console.test_id("nav-dead-letters").click()
         group = page.locator(
             f'[data-testid="dead-letter-group"][data-channel="email"][data-reason="{reason}"]'
+            '[data-malformed="false"]'
         )
         await expect(group.get_by_test_id("group-count")).to_have_text("4")
         await console.shot("dead-letters")
@@ -422,8 +423,12 @@ async def test_pausing_the_email_channel_holds_its_queue_and_resuming_drains_it(
         assert depth(await email_queues(herald)) == len(recipients)
 
         await console.test_id("nav-channels").click()
-        await console.test_id("resume-email").click()  # no confirmation to resume
+        resume = console.test_id("resume-email")
+        await resume.click()
+        await console.confirm("Resume email?")
         await expect(console.test_id("state-email")).to_have_text("Running")
+        # The keyboard goes on from Pause, which took Resume's place.
+        await expect(pause).to_be_focused()
         await herald.wait_for(ids, {"sent"})
         await expect(console.test_id("depth-email")).to_have_text("0", timeout=10_000)
 
@@ -497,6 +502,110 @@ async def test_campaigns_show_live_progress_and_can_be_canceled(
         first = await console.test_id("updated-at").text_content()
         await expect(console.test_id("updated-at")).not_to_have_text(first or "", timeout=8_000)
         await console.shot("overview")
+
+        # A link focused by the keyboard keeps the focus across polls, even one whose new
+        # figures re-render the page under it.
+        review = console.test_id("review-dead-letters")
+        await review.focus()
+        await page.evaluate("() => { window.focusedBefore = document.activeElement; }")
+        accepted = console.test_id("total-accepted-value")
+        before = await accepted.text_content()
+        await herald.post(email("console-focus@example.com", subject="Focus"))
+        await expect(accepted).not_to_have_text(before or "", timeout=8_000)
+        await expect(review).to_be_focused()
+        assert await page.evaluate("() => document.activeElement !== window.focusedBefore")
+        await page.wait_for_timeout(3500)  # one more poll
+        await expect(review).to_be_focused()
+
+
+# -- 5b. ids in routes; messages that did not parse -----------------------------------------------
+
+
+async def test_bad_ids_are_not_found_and_malformed_dead_letters_offer_no_redrive(
+    herald: HeraldSystem, browser: Browser
+) -> None:
+    async with signed_in(browser, herald) as console:
+        page = console.page
+        await console.open("#/nowhere")
+        await expect(console.test_id("not-found")).to_be_visible()
+        called: list[str] = []
+        page.on("request", lambda request: called.append(request.url))
+        # Not a UUID: not found, and no API call made with it.
+        for route in (
+            "#/dead-letters/groups",
+            "#/notifications/..",
+            "#/notifications/%2E%2E",
+            "#/dead-letters/not-a-uuid",
+            "#/notifications/123",
+        ):
+            await console.open(route)
+            await expect(console.test_id("page-title")).to_have_text("Page not found")
+            await expect(console.test_id("not-found")).to_be_visible()
+            await expect(page.locator('[data-testid^="redrive"]')).to_have_count(0)
+            await expect(page.locator('[data-testid^="discard"]')).to_have_count(0)
+        await page.wait_for_timeout(300)
+        assert [url for url in called if "/v1/" in url] == [], called
+
+        # A group of messages that did not parse (faked: the dispatcher makes them rarely): it
+        # can be discarded, never redriven; nor can one of its dead letters.
+        malformed_id = "6f1c7a52-9a38-4f3e-a1d5-0a4d2c7b9e10"
+        groups = {
+            "groups": [
+                {"channel": "email", "reason": "rejected", "count": 2, "malformed": True},
+                {"channel": "email", "reason": "rejected", "count": 3, "malformed": False},
+            ],
+            "capped": True,
+            "as_of": "2030-01-02T03:04:05.123456+00:00",
+        }
+        letter = {
+            "id": malformed_id,
+            "notification_id": None,
+            "project": None,
+            "channel": "email",
+            "reason": "rejected",
+            "last_error": "not JSON",
+            "attempts": None,
+            "dead_lettered_at": "2030-01-02T03:00:00+00:00",
+            "resolved_at": None,
+            "resolution": None,
+        }
+        await page.route("**/v1/dead-letters/groups*", lambda route: route.fulfill(json=groups))
+        await page.route(
+            f"**/v1/dead-letters/{malformed_id}", lambda route: route.fulfill(json=letter)
+        )
+        await console.open("#/dead-letters")
+        rows = console.test_id("dead-letter-group")
+        bad = page.locator('[data-testid="dead-letter-group"][data-malformed="true"]')
+        good = page.locator('[data-testid="dead-letter-group"][data-malformed="false"]')
+        await expect(rows).to_have_count(2)
+        await expect(bad.get_by_test_id("group-malformed")).to_be_visible()
+        await expect(bad.get_by_test_id("redrive-group")).to_have_count(0)
+        await expect(bad.get_by_test_id("discard-group")).to_be_enabled()
+        await expect(good.get_by_test_id("redrive-group")).to_be_enabled()
+        # Counted up to a limit: the confirmation says so. (Cancelled: the groups are fake.)
+        await bad.get_by_test_id("discard-group").click()
+        await console.confirm("Discard at least 2 dead letters?", accept=False)
+        await console.open(f"#/dead-letters/{malformed_id}")
+        await expect(console.test_id("dead-letter-state")).to_have_text("Open")
+        await expect(console.test_id("discard-one")).to_be_visible()
+        await expect(console.test_id("redrive-one")).to_have_count(0)
+
+        # The groups could not be counted: no whole-group action (the rows shown are no count).
+        await page.unroute("**/v1/dead-letters/groups*")
+        await page.route(
+            "**/v1/dead-letters/groups*",
+            lambda route: route.fulfill(
+                status=503,
+                json={"title": "Unavailable", "status": 503},
+                headers={"Content-Type": "application/problem+json"},
+            ),
+        )
+        await console.open("#/dead-letters?channel=email&reason=rejected")
+        await expect(console.test_id("group-total")).to_have_text(
+            "Not counted: the whole-group actions are off."
+        )
+        await expect(console.test_id("redrive-group")).to_be_disabled()
+        await expect(console.test_id("discard-group")).to_be_disabled()
 
 
 # -- 6. a read-only key sees no admin action ------------------------------------------------------
@@ -624,11 +733,28 @@ async def test_every_page_is_readable_at_phone_width_and_a_group_is_discarded_wh
             assert width <= PHONE["width"], (name, width)
             await console.shot(f"{name}-phone")
 
-        # The whole group discarded (the bulk endpoint, page after page), confirmed with its size.
+        # The whole group discarded (the bulk endpoint, page after page), confirmed with its size:
+        # the dead letters counted, not one that arrived after the page counted them.
         await console.open("#/dead-letters")
         group = page.locator(
             f'[data-testid="dead-letter-group"][data-channel="email"]'
-            f'[data-reason="{letter["reason"]}"]'
+            f'[data-reason="{letter["reason"]}"][data-malformed="false"]'
+        )
+        await expect(group.get_by_test_id("group-count")).to_have_text(str(count))
+        herald.smtp.fail("console-phone-late@example.com", "550 5.1.1 no such user here")
+        late = await herald.post(email("console-phone-late@example.com", subject="Late"))
+        await herald.wait_for([late["id"]])
+        late_letter = (await open_dead_letters(herald, {late["id"]}))[late["id"]]
+        _, late_before = await call(herald, "GET", f"/v1/dead-letters/{late_letter}")
+        assert late_before["reason"] == letter["reason"], late_before
+        bodies: list[Any] = []
+        page.on(
+            "request",
+            lambda request: (
+                bodies.append(request.post_data_json)
+                if request.url.endswith("/v1/dead-letters/discard")
+                else None
+            ),
         )
         await group.get_by_test_id("discard-group").click()
         plural = "" if count == 1 else "s"
@@ -636,7 +762,13 @@ async def test_every_page_is_readable_at_phone_width_and_a_group_is_discarded_wh
         await expect(console.test_id("notice")).to_contain_text(
             f"Discarded {count} dead letter{plural}."
         )
-        await expect(group).to_have_count(0)
+        await expect(group.get_by_test_id("group-count")).to_have_text("1")
+        assert bodies, "no discard request"
+        assert all(b["until"] and b["malformed"] is False for b in bodies), bodies
     _, after = await call(herald, "GET", f"/v1/dead-letters/{letter['id']}")
     assert after["resolution"] == "discarded", after
     assert (await herald.get(lost["id"]))["status"] == "failed"
+    _, late_after = await call(herald, "GET", f"/v1/dead-letters/{late_letter}")
+    assert late_after["resolved_at"] is None, late_after
+    status, _ = await call(herald, "DELETE", f"/v1/dead-letters/{late_letter}")
+    assert status == 200

@@ -17,6 +17,8 @@ const STATUSES = ["scheduled", "queued", "sending", "retrying", "sent", "failed"
 const CANCELABLE = new Set(["scheduled", "queued", "retrying"]);
 const FINAL = new Set(["sent", "failed", "canceled"]);
 const MAX_LOOPS = 10000; // requests per bulk action at most: a server bug never loops us forever
+const UNFINISHED_CAMPAIGN = new Set(["pending", "processing", "paused"]);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const state = {
   key: null, // the API key, as typed
@@ -411,8 +413,17 @@ function rerender(container, ...children) {
   container.replaceChildren(...children.flat(Infinity).filter(Boolean));
   if (focusKey) {
     const again = container.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
-    if (again) again.focus();
+    if (again) again.focus({ preventScroll: true });
   }
+}
+
+/** Whether `data` differs from what the last call with this `memo` saw (compared as JSON text):
+ * a poll that fetched the same as before re-renders nothing, so nothing moves under the user. */
+function changed(memo, data) {
+  const text = JSON.stringify(data);
+  if (memo.seen === text) return false;
+  memo.seen = text;
+  return true;
 }
 
 function focusAgain(element) {
@@ -515,7 +526,13 @@ function card(title, content, props = {}) {
 function table(headings, rows, props = {}) {
   return h(
     "div",
-    { class: "table-wrap", tabindex: "0", role: "region", "aria-label": props.label || "Table" },
+    {
+      class: "table-wrap",
+      tabindex: "0",
+      role: "region",
+      "aria-label": props.label || "Table",
+      data: { focusKey: props.focusKey || `table-${props.testid || props.label || "table"}` },
+    },
     h(
       "table",
       { class: ["table", props.class], testid: props.testid },
@@ -650,16 +667,20 @@ function render() {
   container.replaceChildren();
   const newPath = target.path !== state.path;
   state.path = target.path;
+  // An id from the URL reaches the API only when it is a UUID: "..", "groups" or any other
+  // text would name another endpoint (or none) and is not found here instead.
+  const byId = (page) => () =>
+    UUID.test(id) ? page(context, container, id) : notFoundPage(container);
   const pages = {
     overview: () => overviewPage(context, container),
-    notifications: () =>
+    notifications:
       id === undefined
-        ? notificationsPage(context, container, target.params)
-        : notificationPage(context, container, id),
-    "dead-letters": () =>
+        ? () => notificationsPage(context, container, target.params)
+        : byId(notificationPage),
+    "dead-letters":
       id === undefined
-        ? deadLettersPage(context, container, target.params)
-        : deadLetterPage(context, container, id),
+        ? () => deadLettersPage(context, container, target.params)
+        : byId(deadLetterPage),
     campaigns: () => campaignsPage(context, container),
     channels: () => channelsPage(context, container),
   };
@@ -679,7 +700,16 @@ function render() {
 function notFoundPage(container) {
   container.append(
     pageHeader("Page not found"),
-    card(null, h("p", {}, "Nothing here. ", link(route("overview"), "Go to the overview"), ".")),
+    card(
+      null,
+      h(
+        "p",
+        { testid: "not-found" },
+        "Nothing here. ",
+        link(route("overview"), "Go to the overview"),
+        ".",
+      ),
+    ),
   );
 }
 
@@ -698,6 +728,7 @@ function overviewPage(context, container) {
   }
   const body = h("div", { class: "stack", testid: "overview" }, loading());
   container.append(body);
+  const memo = {};
   context.poll(async () => {
     const [stats, queues] = await Promise.allSettled([
       can("read") ? context.api("/v1/stats") : Promise.resolve(null),
@@ -709,7 +740,8 @@ function overviewPage(context, container) {
     const statsValue = stats.status === "fulfilled" ? stats.value : null;
     const queuesValue = queues.status === "fulfilled" ? queues.value : null;
     if (!statsValue && !queuesValue) return;
-    rerender(body, overviewContent(statsValue, queuesValue));
+    if (changed(memo, [statsValue, queuesValue]))
+      rerender(body, overviewContent(statsValue, queuesValue));
     updated.textContent = `Updated ${clock()}.`;
   });
 }
@@ -753,7 +785,12 @@ function overviewContent(stats, queues) {
       tile(
         "Open dead letters",
         fmtInt(dead),
-        can("admin") ? link(route("dead-letters"), "Review them") : "",
+        can("admin")
+          ? link(route("dead-letters"), "Review them", {
+              testid: "review-dead-letters",
+              data: { focusKey: "review-dead-letters" },
+            })
+          : "",
         "total-dead",
         dead > 0 ? "warning" : null,
       ),
@@ -876,7 +913,11 @@ function channelCard(name, stats, queues, withStats, withQueues) {
       [
         "Open dead letters",
         queues.dead_letters
-          ? link(route("dead-letters", { channel: name }), fmtInt(queues.dead_letters))
+          ? link(route("dead-letters", { channel: name }), fmtInt(queues.dead_letters), {
+              testid: `dead-link-${name}`,
+              data: { focusKey: `dead-letters-${name}` },
+              "aria-label": `${plural(queues.dead_letters, "open dead letter")} of ${label(name)}`,
+            })
           : "0",
         `dead-${name}`,
       ],
@@ -909,6 +950,7 @@ function channelCard(name, stats, queues, withStats, withQueues) {
       table(headings, [...rows, totalsRow], {
         label: `${label(name)} lanes`,
         testid: `lanes-${name}`,
+        focusKey: `lanes-${name}`,
       }),
       side,
     ),
@@ -1195,7 +1237,7 @@ function notificationPage(context, container, id) {
   }
   const body = h("div", { class: "stack", testid: "notification-detail" }, loading());
   container.append(body);
-  let seen = null;
+  const memo = {};
   context.poll(async () => {
     let detail;
     try {
@@ -1219,11 +1261,7 @@ function notificationPage(context, container, id) {
       throw error;
     }
     if (context.disposed) return;
-    const version = `${detail.status}|${detail.updated_at}|${detail.attempts.length}|${detail.dead_letters.length}`;
-    if (version !== seen) {
-      seen = version;
-      rerender(body, notificationDetail(context, detail));
-    }
+    if (changed(memo, detail)) rerender(body, notificationDetail(context, detail));
     if (FINAL.has(detail.status) && detail.status !== "failed") context.dispose(); // nothing will change
   });
 }
@@ -1310,6 +1348,7 @@ function notificationDetail(context, n) {
               link(route("notifications", { campaign: n.campaign_id }), shortId(n.campaign_id), {
                 class: "mono",
                 title: `Notifications of campaign ${n.campaign_id}`,
+                data: { focusKey: "campaign-link" },
               }),
             ]
           : null,
@@ -1429,6 +1468,7 @@ function contentView(n) {
       frame.setAttribute("referrerpolicy", "no-referrer");
       frame.className = "content-frame";
       frame.dataset.testid = "content-html";
+      frame.dataset.focusKey = "content-html";
       frame.srcdoc = content.html;
       parts.push(
         h(
@@ -1479,7 +1519,9 @@ function notificationDeadLetters(list) {
           "td",
           { class: "nowrap" },
           can("admin")
-            ? link(route("dead-letters", d.id), when(d.dead_lettered_at))
+            ? link(route("dead-letters", d.id), when(d.dead_lettered_at), {
+                data: { focusKey: `dead-letter-${d.id}` },
+              })
             : when(d.dead_lettered_at),
         ),
         h("td", {}, d.reason),
@@ -1499,11 +1541,13 @@ function notificationDeadLetters(list) {
 
 // --- dead letters -------------------------------------------------------------------------------
 
-function deadLetterCount(count) {
-  return `${fmtInt(count)} dead letter${count === 1 ? "" : "s"}`;
+function deadLetterCount(count, capped = false) {
+  return `${capped ? "at least " : ""}${fmtInt(count)} dead letter${count === 1 && !capped ? "" : "s"}`;
 }
 
-/** Redrive or discard every open dead letter the filter matches, a page of the API at a time. */
+/** Redrive or discard every open dead letter the filter matches, a page of the API at a time.
+ * The filter carries `until`: the instant the group was counted at, so that a dead letter that
+ * arrives meanwhile (a redriven notification failing again, say) is not acted on unseen. */
 async function wholeGroup(kind, filter) {
   const path = kind === "redrive" ? "/v1/dead-letters/redrive" : "/v1/dead-letters/discard";
   let done = 0;
@@ -1543,8 +1587,10 @@ async function eachOne(kind, ids) {
 function resultText(kind, done, skipped = 0) {
   const verb = kind === "redrive" ? "Redrove" : "Discarded";
   let text = `${verb} ${deadLetterCount(done)}.`;
-  if (skipped)
+  if (skipped && kind === "redrive")
     text += ` ${deadLetterCount(skipped)} skipped: their notification is no longer failed (discard them).`;
+  else if (skipped)
+    text += ` ${deadLetterCount(skipped)} skipped: another request held them at that moment; they are left open.`;
   return text;
 }
 
@@ -1579,18 +1625,28 @@ async function actOnMany(kind, ids, trigger) {
   return true;
 }
 
-async function actOnGroup(kind, filter, count, trigger) {
+function countedAt(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? String(iso) : clock(date);
+}
+
+/** Redrive or discard a whole group, as counted: `count` (a lower bound when `capped`) from the
+ * groups response of `asOf`, the database's clock when it counted. Only dead letters from before
+ * that instant are acted on. A redrive never takes a malformed message (nothing to redrive). */
+async function actOnGroup(kind, { filter, count, capped, asOf }, trigger) {
   const verb = kind === "redrive" ? "Redrive" : "Discard";
   if (
     !(await confirmDialog({
-      title: `${verb} ${deadLetterCount(count)}?`,
-      text: confirmText(kind),
+      title: `${verb} ${deadLetterCount(count, capped)}?`,
+      text: `${confirmText(kind)} Only those dead-lettered before ${countedAt(asOf)}, when they were counted: later ones are left open.`,
       confirm: verb,
       danger: kind === "discard",
     }))
   )
     return false;
-  const result = await busy(trigger, () => wholeGroup(kind, filter), verb);
+  const body = { ...filter, until: asOf };
+  if (kind === "redrive") delete body.malformed;
+  const result = await busy(trigger, () => wholeGroup(kind, body), verb);
   if (!result) return false;
   state.flash = resultText(kind, result.done, result.skipped);
   render();
@@ -1624,19 +1680,47 @@ function deadLettersPage(context, container, params) {
   container.append(body);
   (async () => {
     try {
-      const { groups, capped } = await context.api("/v1/dead-letters/groups");
+      const { groups, capped, as_of: asOf } = await context.api("/v1/dead-letters/groups");
       if (context.disposed) return;
       const rows = groups.map((group) => {
-        const groupKey = `${group.channel}-${group.reason}`;
+        const groupKey = `${group.channel}-${group.reason}-${group.malformed ? "malformed" : "parsed"}`;
         const filterOf = { channel: group.channel, reason: group.reason };
+        const size = deadLetterCount(group.count, capped);
+        const what = `${group.channel} ${group.reason}${group.malformed ? " (did not parse)" : ""}`;
+        const scope = (extra = {}) => ({
+          filter: { ...filterOf, ...extra },
+          count: group.count,
+          capped,
+          asOf,
+        });
         return h(
           "tr",
           {
             testid: "dead-letter-group",
-            data: { channel: group.channel, reason: group.reason, count: group.count },
+            data: {
+              channel: group.channel,
+              reason: group.reason,
+              count: group.count,
+              malformed: group.malformed ? "true" : "false",
+            },
           },
           h("td", {}, label(group.channel)),
-          h("td", {}, h("code", {}, group.reason)),
+          h(
+            "td",
+            {},
+            h("code", {}, group.reason),
+            group.malformed
+              ? [
+                  " ",
+                  badge("malformed", {
+                    tone: "neutral",
+                    text: "Did not parse",
+                    testid: "group-malformed",
+                    title: "Messages that did not parse: no notification to redrive.",
+                  }),
+                ]
+              : null,
+          ),
           num(group.count, { testid: "group-count" }),
           h(
             "td",
@@ -1645,26 +1729,36 @@ function deadLettersPage(context, container, params) {
               class: "button button-small",
               testid: "open-group",
               "aria-label": `Open ${group.channel} ${group.reason}`,
+              data: { focusKey: `open-${groupKey}` },
             }),
-            button(
-              "Redrive all",
-              (event) => actOnGroup("redrive", filterOf, group.count, event.currentTarget),
-              {
-                class: "button-small",
-                testid: "redrive-group",
-                data: { focusKey: `redrive-${groupKey}` },
-                "aria-label": `Redrive all ${deadLetterCount(group.count)} of ${group.channel} ${group.reason}`,
-              },
-            ),
+            group.malformed
+              ? null
+              : button(
+                  "Redrive all",
+                  (event) => actOnGroup("redrive", scope(), event.currentTarget),
+                  {
+                    class: "button-small",
+                    testid: "redrive-group",
+                    disabled: !asOf,
+                    data: { focusKey: `redrive-${groupKey}` },
+                    "aria-label": `Redrive all ${size} of ${what}`,
+                  },
+                ),
             button(
               "Discard all",
-              (event) => actOnGroup("discard", filterOf, group.count, event.currentTarget),
+              (event) =>
+                actOnGroup(
+                  "discard",
+                  scope({ malformed: Boolean(group.malformed) }),
+                  event.currentTarget,
+                ),
               {
                 class: "button-small",
                 variant: "danger-quiet",
                 testid: "discard-group",
+                disabled: !asOf,
                 data: { focusKey: `discard-${groupKey}` },
-                "aria-label": `Discard all ${deadLetterCount(group.count)} of ${group.channel} ${group.reason}`,
+                "aria-label": `Discard all ${size} of ${what}`,
               },
             ),
           ),
@@ -1720,7 +1814,12 @@ function deadLetterGroupPage(context, container, filter) {
   );
   const selected = new Set();
   const items = new Map();
-  let total = 0;
+  const malformedIds = new Set(); // shown dead letters of messages that did not parse
+  // The group's size, from the groups' counts (with the page's project, if any): null until
+  // counted, or when counting failed (then no whole-group action: the rows shown are no count).
+  let counts = null;
+  let uncounted = false; // the groups request failed
+  const redrivable = () => [...selected].filter((id) => !malformedIds.has(id));
   const selectAll = h("input", {
     type: "checkbox",
     id: "select-all",
@@ -1729,7 +1828,7 @@ function deadLetterGroupPage(context, container, filter) {
   });
   const redriveSelected = button(
     "Redrive selected",
-    (event) => actOnMany("redrive", [...selected], event.currentTarget),
+    (event) => actOnMany("redrive", redrivable(), event.currentTarget),
     { testid: "redrive-selected", disabled: true, data: { focusKey: "redrive-selected" } },
   );
   const discardSelected = button(
@@ -1744,12 +1843,22 @@ function deadLetterGroupPage(context, container, filter) {
   );
   const redriveAll = button(
     "Redrive group",
-    (event) => actOnGroup("redrive", filter, total, event.currentTarget),
+    (event) =>
+      actOnGroup(
+        "redrive",
+        { filter, count: counts.wellFormed, capped: counts.capped, asOf: counts.asOf },
+        event.currentTarget,
+      ),
     { testid: "redrive-group", disabled: true },
   );
   const discardAll = button(
     "Discard group",
-    (event) => actOnGroup("discard", filter, total, event.currentTarget),
+    (event) =>
+      actOnGroup(
+        "discard",
+        { filter, count: counts.total, capped: counts.capped, asOf: counts.asOf },
+        event.currentTarget,
+      ),
     { testid: "discard-group", variant: "danger-quiet", disabled: true },
   );
   const rows = h("tbody", {});
@@ -1759,19 +1868,32 @@ function deadLetterGroupPage(context, container, filter) {
 
   const sync = () => {
     const count = selected.size;
-    redriveSelected.textContent = count
-      ? `Redrive selected (${fmtInt(count)})`
+    const redrive = redrivable().length;
+    redriveSelected.textContent = redrive
+      ? `Redrive selected (${fmtInt(redrive)})`
       : "Redrive selected";
     discardSelected.textContent = count
       ? `Discard selected (${fmtInt(count)})`
       : "Discard selected";
-    redriveSelected.disabled = discardSelected.disabled = count === 0;
+    redriveSelected.disabled = redrive === 0;
+    discardSelected.disabled = count === 0;
     selectAll.checked = count > 0 && count === items.size;
     selectAll.indeterminate = count > 0 && count < items.size;
-    redriveAll.textContent = `Redrive group (${fmtInt(total)})`;
-    discardAll.textContent = `Discard group (${fmtInt(total)})`;
-    redriveAll.disabled = discardAll.disabled = total === 0;
-    groupCount.textContent = `${deadLetterCount(total)} open in this group.`;
+    if (counts) {
+      const atLeast = counts.capped ? "at least " : "";
+      redriveAll.textContent = `Redrive group (${atLeast}${fmtInt(counts.wellFormed)})`;
+      discardAll.textContent = `Discard group (${atLeast}${fmtInt(counts.total)})`;
+      redriveAll.disabled = counts.wellFormed === 0;
+      discardAll.disabled = counts.total === 0;
+      // Only messages that did not parse: nothing to redrive.
+      redriveAll.hidden = counts.wellFormed === 0 && counts.total > 0;
+      groupCount.textContent = `${deadLetterCount(counts.total, counts.capped)} open in this group.`;
+    } else {
+      redriveAll.textContent = "Redrive group";
+      discardAll.textContent = "Discard group";
+      redriveAll.disabled = discardAll.disabled = true;
+      groupCount.textContent = uncounted ? "Not counted: the whole-group actions are off." : "";
+    }
   };
   selectAll.addEventListener("change", () => {
     for (const [id, row] of items) {
@@ -1841,6 +1963,7 @@ function deadLetterGroupPage(context, container, filter) {
       sync();
     });
     items.set(d.id, { checkbox });
+    if (!d.notification_id) malformedIds.add(d.id);
     return h(
       "tr",
       { testid: "dead-letter-row", data: { id: d.id, notificationId: d.notification_id } },
@@ -1865,7 +1988,7 @@ function deadLetterGroupPage(context, container, filter) {
               title: d.notification_id,
               "aria-label": `Notification ${d.notification_id}`,
             })
-          : h("span", { class: "muted" }, "none"),
+          : h("span", { class: "muted" }, "none (did not parse)"),
       ),
       h("td", {}, d.project ?? "—"),
       num(d.attempts),
@@ -1873,11 +1996,13 @@ function deadLetterGroupPage(context, container, filter) {
       h(
         "td",
         { class: "actions" },
-        button("Redrive", (event) => actOnMany("redrive", [d.id], event.currentTarget), {
-          class: "button-small",
-          testid: "redrive-one",
-          "aria-label": `Redrive dead letter ${d.id}`,
-        }),
+        d.notification_id
+          ? button("Redrive", (event) => actOnMany("redrive", [d.id], event.currentTarget), {
+              class: "button-small",
+              testid: "redrive-one",
+              "aria-label": `Redrive dead letter ${d.id}`,
+            })
+          : null,
         button("Discard", (event) => actOnMany("discard", [d.id], event.currentTarget), {
           class: "button-small",
           variant: "danger-quiet",
@@ -1902,7 +2027,6 @@ function deadLetterGroupPage(context, container, filter) {
         summary.textContent = items.size
           ? `${deadLetterCount(items.size)} shown${cursor ? "; there are more" : ""}.`
           : "No open dead letter in this group.";
-        if (total < items.size) total = items.size;
         sync();
       },
       "Dead letters",
@@ -1910,19 +2034,34 @@ function deadLetterGroupPage(context, container, filter) {
   }
 
   (async () => {
-    // The group's size, for "Redrive group (n)": from the groups' counts.
     try {
-      const { groups } = await context.api("/v1/dead-letters/groups");
-      total = groups
-        .filter(
-          (g) =>
-            (!filter.channel || g.channel === filter.channel) &&
-            (!filter.reason || g.reason === filter.reason),
-        )
-        .reduce((sum, g) => sum + g.count, 0);
+      const {
+        groups,
+        capped,
+        as_of: asOf,
+      } = await context.api("/v1/dead-letters/groups", { query: { project: filter.project } });
+      if (context.disposed) return;
+      const matching = groups.filter(
+        (g) =>
+          (!filter.channel || g.channel === filter.channel) &&
+          (!filter.reason || g.reason === filter.reason),
+      );
+      const sum = (list) => list.reduce((total, g) => total + g.count, 0);
+      // No instant to bound the action by: no whole-group action.
+      if (asOf)
+        counts = {
+          total: sum(matching),
+          wellFormed: sum(matching.filter((g) => !g.malformed)),
+          capped: Boolean(capped),
+          asOf,
+        };
     } catch (error) {
-      if (!isQuiet(error)) showError(error, "Dead-letter groups");
+      if (isQuiet(error)) return;
+      uncounted = true;
+      showError(error, "Dead-letter groups");
     }
+    if (!counts) uncounted = true;
+    sync();
     await load(null);
   })();
 }
@@ -1995,7 +2134,10 @@ function deadLetterPage(context, container, id) {
             ? h(
                 "div",
                 { class: "page-actions" },
-                button("Redrive", act("redrive"), { variant: "primary", testid: "redrive-one" }),
+                // A message that did not parse has no notification to deliver again.
+                d.notification_id
+                  ? button("Redrive", act("redrive"), { variant: "primary", testid: "redrive-one" })
+                  : null,
                 button("Discard", act("discard"), {
                   variant: "danger-quiet",
                   testid: "discard-one",
@@ -2041,36 +2183,108 @@ const CAMPAIGN_COUNTS = [
 
 function campaignsPage(context, container) {
   container.append(
-    pageHeader("Campaigns", { subtitle: "Newest first; progress is live (every 3 seconds)." }),
+    pageHeader("Campaigns", {
+      subtitle: "Newest first; the progress of unfinished ones is live (every 3 seconds).",
+      actions: can("read") ? [button("Refresh", () => render(), { testid: "refresh" })] : [],
+    }),
   );
   if (!can("read")) {
     container.append(lacks("read"));
     return;
   }
+  // The list is read once (and a page more on "Load more"); then only the campaigns shown that
+  // are not finished are polled, one at a time, each by id: a finished campaign's counts no
+  // longer change, and counting them every few seconds would cost the database for nothing.
   const list = h("div", { class: "stack", testid: "campaigns" }, loading());
-  const more = button(
-    "Load more",
-    () => {
-      limit = Math.min(limit + PAGE_SIZE, 500);
-      refresh();
-    },
-    { testid: "load-more", hidden: true },
-  );
+  const more = button("Load more", () => loadPage(more), { testid: "load-more", hidden: true });
   container.append(list, h("div", { class: "load-more" }, more));
-  let limit = PAGE_SIZE;
-  const refresh = async () => {
-    const page = await context.api("/v1/campaigns", { query: { limit } });
-    if (context.disposed) return;
-    more.hidden = !page.next_cursor || limit >= 500;
-    rerender(
-      list,
-      page.items.length
-        ? page.items.map((c) => campaignCard(c))
-        : card(null, h("p", { class: "muted" }, "No campaign yet.")),
-    );
+  const shown = new Map(); // id -> {campaign, element, memo}
+  let cursor = null;
+  let polling = false;
+
+  const unfinished = () =>
+    [...shown.values()].filter((entry) => UNFINISHED_CAMPAIGN.has(entry.campaign.status));
+
+  const update = (campaign) => {
+    const entry = shown.get(campaign.id);
+    if (!entry || !changed(entry.memo, campaign)) return;
+    const element = campaignCard(campaign);
+    swap(entry.element, element);
+    entry.campaign = campaign;
+    entry.element = element;
   };
-  context.refresh = refresh;
-  context.poll(refresh);
+
+  const fetchOne = async (id) => {
+    const campaign = await context.api(`/v1/campaigns/${encodeURIComponent(id)}`);
+    if (!context.disposed) update(campaign);
+  };
+
+  const tick = async () => {
+    if (context.disposed) return;
+    if (!document.hidden) {
+      for (const entry of unfinished()) {
+        if (context.disposed) return;
+        try {
+          await fetchOne(entry.campaign.id);
+        } catch (error) {
+          if (context.disposed) return;
+          showError(error, "Campaign");
+        }
+      }
+    }
+    if (!context.disposed && unfinished().length) context.later(tick, POLL_MS);
+    else polling = false;
+  };
+
+  const startPolling = () => {
+    if (polling || context.disposed || !unfinished().length) return;
+    polling = true;
+    context.later(tick, POLL_MS);
+  };
+
+  async function loadPage(trigger) {
+    await busy(
+      trigger,
+      async () => {
+        const page = await context.api("/v1/campaigns", { query: { limit: PAGE_SIZE, cursor } });
+        if (context.disposed) return;
+        if (!shown.size) list.replaceChildren();
+        for (const campaign of page.items) {
+          if (shown.has(campaign.id)) continue;
+          const element = campaignCard(campaign);
+          const memo = {};
+          changed(memo, campaign);
+          shown.set(campaign.id, { campaign, element, memo });
+          list.append(element);
+        }
+        if (!shown.size)
+          list.replaceChildren(card(null, h("p", { class: "muted" }, "No campaign yet.")));
+        cursor = page.next_cursor;
+        more.hidden = !cursor;
+        startPolling();
+      },
+      "Campaigns",
+    );
+  }
+
+  // After an action on one campaign: read it again, and poll it if it runs again.
+  context.refresh = async (id) => {
+    if (id) await fetchOne(id);
+    startPolling();
+  };
+  loadPage(null);
+}
+
+/** Replace `element` by `replacement`, keeping the keyboard focus on the element of the same
+ * data-focus-key if it was inside. */
+function swap(element, replacement) {
+  const active = document.activeElement;
+  const focusKey = active && element.contains(active) ? active.dataset.focusKey : null;
+  element.replaceWith(replacement);
+  if (focusKey) {
+    const again = replacement.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+    if (again) again.focus({ preventScroll: true });
+  }
 }
 
 function campaignCard(c) {
@@ -2219,7 +2433,7 @@ async function steerCampaign(c, action, trigger) {
       notice(
         `Campaign "${c.name}" ${action === "pause" ? "paused" : action === "resume" ? "resumed" : "canceled"}.`,
       );
-      if (state.page?.refresh) await state.page.refresh();
+      if (state.page?.refresh) await state.page.refresh(c.id);
     },
     `${label(action)} campaign`,
   );
@@ -2240,9 +2454,10 @@ function channelsPage(context, container) {
   }
   const body = h("div", { class: "stack" }, loading());
   container.append(body);
+  const memo = {};
   const refresh = async () => {
     const queues = await context.api("/v1/queues");
-    if (context.disposed) return;
+    if (context.disposed || !changed(memo, queues)) return;
     const rows = queues.channels.map((c) =>
       h(
         "tr",
@@ -2260,7 +2475,7 @@ function channelsPage(context, container) {
                   variant: "primary",
                   class: "button-small",
                   testid: `resume-${c.channel}`,
-                  data: { focusKey: `steer-${c.channel}` },
+                  data: { focusKey: `resume-${c.channel}` },
                   "aria-label": `Resume the ${c.channel} channel`,
                 },
               )
@@ -2270,7 +2485,7 @@ function channelsPage(context, container) {
                 {
                   class: "button-small",
                   testid: `pause-${c.channel}`,
-                  data: { focusKey: `steer-${c.channel}` },
+                  data: { focusKey: `pause-${c.channel}` },
                   "aria-label": `Pause the ${c.channel} channel`,
                 },
               ),
@@ -2311,15 +2526,21 @@ function channelsPage(context, container) {
 }
 
 async function steerChannel(channel, action, trigger, refresh) {
-  if (action === "pause") {
-    const ok = await confirmDialog({
-      title: `Pause the ${channel} channel?`,
-      text: "Every instance stops taking deliveries; new notifications wait in the queue until you resume.",
-      confirm: "Pause channel",
-      danger: true,
-    });
-    if (!ok) return;
-  }
+  const ok = await confirmDialog(
+    action === "pause"
+      ? {
+          title: `Pause the ${channel} channel?`,
+          text: "Every instance stops taking deliveries; new notifications wait in the queue until you resume.",
+          confirm: "Pause channel",
+          danger: true,
+        }
+      : {
+          title: `Resume ${channel}?`,
+          text: "Its queued messages will be delivered.",
+          confirm: "Resume channel",
+        },
+  );
+  if (!ok) return;
   await busy(
     trigger,
     async () => {
@@ -2329,6 +2550,11 @@ async function steerChannel(channel, action, trigger, refresh) {
       const suffix = result.delivered ? "" : " Some instances take it within a heartbeat.";
       notice(`The ${channel} channel is ${result.paused ? "paused" : "running again"}.${suffix}`);
       await refresh();
+      // The button pressed is gone (Pause became Resume): the keyboard goes on from its successor.
+      if (!document.activeElement || document.activeElement === document.body) {
+        const next = action === "pause" ? "resume" : "pause";
+        document.querySelector(`[data-focus-key="${CSS.escape(`${next}-${channel}`)}"]`)?.focus();
+      }
     },
     `${label(action)} ${channel}`,
   );
