@@ -489,6 +489,11 @@ async def test_campaigns_show_live_progress_and_can_be_canceled(
         await console.confirm('Cancel the campaign "Console later"?')
         await expect(pending.get_by_test_id("campaign-status")).to_have_text("Canceled")
         await expect(pending.get_by_test_id("campaign-cancel")).to_have_count(0)
+        # Both finished now: the page polls neither them nor the list.
+        polled: list[str] = []
+        page.on("request", lambda request: polled.append(request.url))
+        await page.wait_for_timeout(3500)
+        assert [url for url in polled if "/v1/campaigns" in url] == [], polled
 
         # Its notifications, from the campaign.
         await done.get_by_test_id("campaign-notifications").click()
