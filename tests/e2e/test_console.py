@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, ViewportSize, expect
@@ -26,10 +25,9 @@ from tests.support.browser import DESKTOP, PHONE, Console, chromium, open_page
 from tests.support.infra import Infra
 from tests.support.smtp import FakeSmtp
 from tests.support.system import HeraldSystem, email
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
-
-T = TypeVar("T")
 
 OVERRIDES = {
     "HERALD_RETRY_DELAYS": "0.5",
@@ -96,19 +94,6 @@ async def signed_in(
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], good: Callable[[T], bool], timeout: float, what: str
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if good(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not so after {timeout}s; last: {value!r}")
-        await asyncio.sleep(0.2)
 
 
 async def call(

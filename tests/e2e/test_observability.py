@@ -20,9 +20,9 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -38,6 +38,7 @@ from tests.support.processes import ServiceProcess
 from tests.support.promql import base_name, metric_names_used
 from tests.support.smtp import FakeSmtp
 from tests.support.system import HeraldSystem, email, push, sms
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -47,8 +48,6 @@ FAST_CONTROL = {"HERALD_HEARTBEAT_INTERVAL": "1", "HERALD_METRICS_SAMPLE_INTERVA
 
 CORRELATION_ID = "obs-e2e-correlation-kqzx"
 """Letters and dashes: nothing the log masking (emails, phone numbers) could touch."""
-
-T = TypeVar("T")
 
 Families = dict[str, list[Metric]]
 """Each service's scraped metric families, by service name (``api``, ``channel-sms``, ...)."""
@@ -111,21 +110,6 @@ def exported_names(metrics: list[Metric]) -> set[str]:
 
 
 # -- waiting --------------------------------------------------------------------------------------
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], good: Callable[[T], bool], timeout: float, what: str
-) -> T:
-    """Call ``probe`` until ``good`` holds for what it returns; AssertionError with the last
-    value after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if good(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not so after {timeout}s; last: {value!r}")
-        await asyncio.sleep(0.2)
 
 
 async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
