@@ -62,11 +62,7 @@ async def namespace(infra: Infra) -> AsyncIterator[str]:
 @pytest.fixture
 def herald_env(infra: Infra, database_url: str, namespace: str) -> dict[str, str]:
     """Environment for Herald settings and service processes of one test."""
-    return {
-        "HERALD_AMQP_URL": infra.amqp_url,
-        "HERALD_DATABASE_URL": database_url,
-        "HERALD_NAMESPACE": namespace,
-    }
+    return infra.service_env(database_url, namespace)
 
 
 @pytest.fixture

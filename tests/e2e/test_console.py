@@ -54,11 +54,7 @@ async def herald(
     # The retry tier the email instances declare (HERALD_RETRY_DELAYS), for the cleanup.
     infra.uses_retry_policy(namespace, RetryPolicy(delays=(0.5,), max_attempts=1, jitter=0.2))
     smtp = FakeSmtp().start()
-    env = {
-        "HERALD_AMQP_URL": infra.amqp_url,
-        "HERALD_DATABASE_URL": database_url,
-        "HERALD_NAMESPACE": namespace,
-    }
+    env = infra.service_env(database_url, namespace)
     system = HeraldSystem.build(
         env, smtp, directory, email_replicas=2, sms_replicas=0, push_replicas=0, **OVERRIDES
     )

@@ -512,11 +512,7 @@ async def observed(
             "OTEL_BSP_SCHEDULE_DELAY": "200",
         }
         _register_retry_tiers(infra, namespace, overrides)
-        env = {
-            "HERALD_AMQP_URL": infra.amqp_url,
-            "HERALD_DATABASE_URL": database_url,
-            "HERALD_NAMESPACE": namespace,
-        }
+        env = infra.service_env(database_url, namespace)
         system = HeraldSystem.build(
             env, smtp, directory, email_replicas=1, sms_replicas=1, push_replicas=1, **overrides
         )

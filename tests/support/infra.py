@@ -103,6 +103,15 @@ class Infra:
         self.databases.append(name)
         return _with_database(self.admin_database_url, name)
 
+    def service_env(self, database_url: str, namespace: str) -> dict[str, str]:
+        """The environment that points Herald's settings and service processes at this run's
+        broker, one of its databases and one of its namespaces."""
+        return {
+            "HERALD_AMQP_URL": self.amqp_url,
+            "HERALD_DATABASE_URL": database_url,
+            "HERALD_NAMESPACE": namespace,
+        }
+
     def new_namespace(self) -> str:
         self.namespace_count += 1
         namespace = f"test-{self.run_id}-{self.namespace_count}"
