@@ -178,13 +178,18 @@ _LOCK_NOTIFICATIONS = """
 # A statement of its own, after the locks: under READ COMMITTED a statement that waited for a row
 # lock re-reads only the locked rows, so attempts joined in the locking statement could be stale
 # (missing a claim committed while it waited).
+# It also reads the clock (a row with no attempt when there is none), so that the lease starts
+# after the lock wait, without a round trip of its own.
 _READ_ATTEMPTS = """
-    SELECT a.notification_id, a.attempt, a.claim_token, a.started_at, a.lease_expires_at,
-           a.finished_at, a.result, a.error, a.provider, a.provider_message_id,
-           a.possible_duplicate, a.maybe_delivered
-    FROM attempts a
-    JOIN (SELECT DISTINCT id, attempt FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)) c
-      ON a.notification_id = c.id AND a.attempt = c.attempt"""
+    SELECT clock_timestamp() AS now, a.notification_id, a.attempt, a.claim_token, a.started_at,
+           a.lease_expires_at, a.finished_at, a.result, a.error, a.provider,
+           a.provider_message_id, a.possible_duplicate, a.maybe_delivered
+    FROM (VALUES (1)) AS one (x)
+    LEFT JOIN (
+        attempts a
+        JOIN (SELECT DISTINCT id, attempt FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)) c
+          ON a.notification_id = c.id AND a.attempt = c.attempt
+    ) ON true"""
 
 
 def _stored(row: asyncpg.Record) -> StoredResult | None:
@@ -194,6 +199,21 @@ def _stored(row: asyncpg.Record) -> StoredResult | None:
         row["result"], row["error"], row["provider"], row["provider_message_id"],
         row["started_at"], row["finished_at"], row["possible_duplicate"], row["maybe_delivered"],
     )  # fmt: skip
+
+
+# The rest of a claim's write: the notifications of the attempts it wrote (``written``: every
+# decision that writes is a send) become ``sending``. Their rows are locked already (the claim
+# locked them first, in id order); one notification's attempts claimed together count as their
+# highest. Returns what was written, which the claim compares with what it asked.
+_SENDING = """
+    sending AS (
+        UPDATE notifications n
+        SET status = 'sending', attempts = GREATEST(n.attempts, w.attempt), updated_at = now()
+        FROM (SELECT notification_id, max(attempt) AS attempt FROM written
+              GROUP BY notification_id) w
+        WHERE n.id = w.notification_id AND n.status NOT IN ('sent', 'failed', 'canceled')
+    )
+    SELECT notification_id, attempt, claim_token FROM written"""
 
 
 async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecision]:
@@ -207,16 +227,16 @@ async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecis
                 _LOCK_NOTIFICATIONS, list({c.notification_id for c in claims})
             )
         }
+        read = await connection.fetch(
+            _READ_ATTEMPTS, [c.notification_id for c in claims], [c.attempt for c in claims]
+        )
         attempts = {
             (r["notification_id"], r["attempt"]): r
-            for r in await connection.fetch(
-                _READ_ATTEMPTS,
-                [c.notification_id for c in claims],
-                [c.attempt for c in claims],
-            )
+            for r in read
+            if r["notification_id"] is not None
         }
         # The lease starts after the lock wait, so waiting for the lock never shortens it.
-        now: datetime = await connection.fetchval("SELECT clock_timestamp()")
+        now: datetime = read[0]["now"]
         states: dict[tuple[UUID, int], AttemptState] = {}
         for item in claims:
             n = notifications.get(item.notification_id)
@@ -237,15 +257,19 @@ async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecis
         take_overs = [c for c, d in zip(claims, decisions, strict=True) if d.write == "take_over"]
         written: set[tuple[UUID, int, UUID]] = set()
         if inserts:
+            # The attempts written and their notifications made ``sending``, in one statement.
             rows = await connection.fetch(
-                """INSERT INTO attempts (notification_id, attempt, provider, started_at,
-                                         claim_token, lease_expires_at, possible_duplicate)
-                   SELECT id, attempt, provider, $5::timestamptz, token,
-                          $5::timestamptz + make_interval(secs => lease), dup
-                   FROM unnest($1::uuid[], $2::int[], $3::text[], $4::uuid[], $6::float8[],
-                               $7::bool[]) AS c(id, attempt, provider, token, lease, dup)
-                   ON CONFLICT (notification_id, attempt) DO NOTHING
-                   RETURNING notification_id, attempt, claim_token""",
+                f"""WITH written AS (
+                        INSERT INTO attempts (notification_id, attempt, provider, started_at,
+                                              claim_token, lease_expires_at, possible_duplicate)
+                        SELECT id, attempt, provider, $5::timestamptz, token,
+                               $5::timestamptz + make_interval(secs => lease), dup
+                        FROM unnest($1::uuid[], $2::int[], $3::text[], $4::uuid[],
+                                    $6::float8[], $7::bool[])
+                             AS c(id, attempt, provider, token, lease, dup)
+                        ON CONFLICT (notification_id, attempt) DO NOTHING
+                        RETURNING notification_id, attempt, claim_token
+                    ), {_SENDING}""",
                 [c.notification_id for c in inserts],
                 [c.attempt for c in inserts],
                 [c.provider for c in inserts],
@@ -259,15 +283,17 @@ async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecis
             # ``record`` does not lock the notification: a holder's result may have landed since
             # the attempts were read, and then the take-over must not happen.
             rows = await connection.fetch(
-                """UPDATE attempts a
-                   SET claim_token = c.token, started_at = $3::timestamptz,
-                       possible_duplicate = true,
-                       lease_expires_at = $3::timestamptz + make_interval(secs => c.lease)
-                   FROM unnest($1::uuid[], $2::int[], $4::uuid[], $5::float8[])
-                        AS c(id, attempt, token, lease)
-                   WHERE a.notification_id = c.id AND a.attempt = c.attempt
-                     AND a.finished_at IS NULL AND a.lease_expires_at <= $3::timestamptz
-                   RETURNING a.notification_id, a.attempt, a.claim_token""",
+                f"""WITH written AS (
+                        UPDATE attempts a
+                        SET claim_token = c.token, started_at = $3::timestamptz,
+                            possible_duplicate = true,
+                            lease_expires_at = $3::timestamptz + make_interval(secs => c.lease)
+                        FROM unnest($1::uuid[], $2::int[], $4::uuid[], $5::float8[])
+                             AS c(id, attempt, token, lease)
+                        WHERE a.notification_id = c.id AND a.attempt = c.attempt
+                          AND a.finished_at IS NULL AND a.lease_expires_at <= $3::timestamptz
+                        RETURNING a.notification_id, a.attempt, a.claim_token
+                    ), {_SENDING}""",
                 [c.notification_id for c in take_overs],
                 [c.attempt for c in take_overs],
                 now,
@@ -286,21 +312,6 @@ async def claim(pool: asyncpg.Pool[Any], claims: list[Claim]) -> list[ClaimDecis
                     if item.redelivered
                     else ClaimDecision("skip", why="claimed concurrently")
                 )
-        sending = [
-            c
-            for c, d in zip(claims, decisions, strict=True)
-            if d.write != "none" and d.action == "send"
-        ]
-        if sending:
-            await connection.execute(
-                """UPDATE notifications n
-                   SET status = 'sending', attempts = GREATEST(n.attempts, c.attempt),
-                       updated_at = now()
-                   FROM unnest($1::uuid[], $2::int[]) AS c(id, attempt)
-                   WHERE n.id = c.id AND n.status NOT IN ('sent', 'failed', 'canceled')""",
-                [c.notification_id for c in sending],
-                [c.attempt for c in sending],
-            )
     return decisions
 
 
@@ -323,8 +334,12 @@ async def record(
     pool: asyncpg.Pool[Any], results: list[RecordedResult]
 ) -> list[StoredResult | None]:
     """Record results; per item None when recorded, or the result another delivery recorded
-    first (the first result wins: a finished attempt is never overwritten)."""
-    async with pool.acquire() as connection, connection.transaction():
+    first (the first result wins: a finished attempt is never overwritten).
+
+    The common case, every result recorded, is one statement outside any transaction: one round
+    trip. What another delivery recorded first is read afterwards; a finished attempt never
+    changes, so reading it outside the update's transaction reads the same."""
+    async with pool.acquire() as connection:
         updated = await connection.fetch(
             """UPDATE attempts a
                SET finished_at = r.finished_at, result = r.result, error = r.error,

@@ -55,15 +55,24 @@ async def insert(
                 AS m(n, r, b, h, d)
            RETURNING id, notification_id""",
         [m.notification_id for m in messages],
-        [m.routing_key for m in messages],
-        [m.body for m in messages],
-        [json.dumps({**m.headers, "correlation_id": m.correlation_id}) for m in messages],
+        *columns(messages),
         delay,
         list(due) if due is not None else [None] * len(messages),
     )
     # RETURNING order is not promised for INSERT ... SELECT: match rows back by notification.
     ids = {r["notification_id"]: r["id"] for r in rows}
     return [ids[m.notification_id] for m in messages]
+
+
+def columns(messages: Sequence[OutboxMessage]) -> tuple[list[str], list[bytes], list[str]]:
+    """The routing keys, bodies and headers (JSON, with the correlation id) of ``messages``, as
+    the arrays an outbox insert takes; statements that insert outbox rows together with their
+    notifications (one round trip) use it too."""
+    return (
+        [m.routing_key for m in messages],
+        [m.body for m in messages],
+        [json.dumps({**m.headers, "correlation_id": m.correlation_id}) for m in messages],
+    )
 
 
 def by_channel(routing_keys: Sequence[str]) -> Counter[str]:

@@ -275,23 +275,40 @@ class NotificationStore:
         connection: PoolConnectionProxy[Any], rows: list[_PendingRow], delay: float
     ) -> tuple[set[UUID], list[PendingMessage]]:
         """Insert notifications and their outbox rows (due after ``delay`` seconds, or at their
-        ``send_at``) inside the caller's transaction; returns the outbox messages to publish now
-        of the rows inserted, in order (neither a scheduled row nor one whose idempotency key
-        is already taken), with the ids of the rows inserted."""
+        ``send_at``) in one statement, atomic on its own or part of the caller's transaction;
+        returns the ids of the rows inserted, with the outbox messages to publish now of them,
+        in order (neither a scheduled row nor one whose idempotency key is already taken).
+
+        One statement rather than BEGIN, two INSERTs and COMMIT: a single POST waits for one
+        round trip to PostgreSQL instead of four. The outbox rows reference the notifications
+        inserted by the statement's first part; foreign keys are checked at its end."""
         inserted = await connection.fetch(
-            """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
-                   correlation_id, idempotency_key, request_hash, created_at, updated_at,
-                   project, send_at, template, priority)
-               SELECT i, c, r, ct::jsonb, m::jsonb, s, ci, k, h, t, t, p, sa, tp::jsonb, pr
-               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                           $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[],
-                           $11::text[], $12::timestamptz[], $13::text[], $14::text[])
-                   AS x(i, c, r, ct, m, ci, k, h, t, p, s, sa, tp, pr)
-               -- Keys in one order: two group commits holding the same keys in different
-               -- orders would otherwise wait on each other's unique index entries (deadlock).
-               ORDER BY k NULLS LAST, p
-               ON CONFLICT (project, idempotency_key) DO NOTHING
-               RETURNING id""",
+            """WITH stored AS (
+                   INSERT INTO notifications (id, channel, recipient, content, metadata, status,
+                       correlation_id, idempotency_key, request_hash, created_at, updated_at,
+                       project, send_at, template, priority)
+                   SELECT i, c, r, ct::jsonb, m::jsonb, s, ci, k, h, t, t, p, sa, tp::jsonb, pr
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                               $6::text[], $7::text[], $8::text[], $9::timestamptz[],
+                               $10::text[], $11::text[], $12::timestamptz[], $13::text[],
+                               $14::text[])
+                       AS x(i, c, r, ct, m, ci, k, h, t, p, s, sa, tp, pr)
+                   -- Keys in one order: two group commits holding the same keys in different
+                   -- orders would otherwise wait on each other's unique index entries
+                   -- (deadlock).
+                   ORDER BY k NULLS LAST, p
+                   ON CONFLICT (project, idempotency_key) DO NOTHING
+                   RETURNING id
+               ), queued AS (
+                   INSERT INTO outbox (notification_id, routing_key, body, headers, available_at)
+                   SELECT o.n, o.rk, o.b, o.hd::jsonb,
+                          COALESCE(o.d, now() + make_interval(secs => $19))
+                   FROM unnest($1::uuid[], $15::text[], $16::bytea[], $17::text[],
+                               $18::timestamptz[]) AS o(n, rk, b, hd, d)
+                   WHERE o.n IN (SELECT id FROM stored)
+                   RETURNING id, notification_id
+               )
+               SELECT q.notification_id, q.id FROM queued q""",
             [r.id for r in rows],
             [r.channel for r in rows],
             [r.recipient for r in rows],
@@ -306,20 +323,17 @@ class NotificationStore:
             [r.send_at for r in rows],
             [r.template for r in rows],
             [r.priority for r in rows],
+            *outbox.columns([r.message for r in rows]),
+            [r.due for r in rows],
+            delay,
         )
-        won = {record["id"] for record in inserted}
-        fresh = [r for r in rows if r.id in won]
-        outbox_ids = await outbox.insert(
-            connection,
-            [r.message for r in fresh],
-            delay=delay,
-            due=[r.due for r in fresh],
-        )
+        # Every stored notification has its outbox row (both parts or neither are committed).
+        outbox_ids = {record["notification_id"]: record["id"] for record in inserted}
         # A scheduled row's message is the relay's to publish when it falls due, never ours now.
-        return won, [
-            PendingMessage(o, r.message)
-            for o, r in zip(outbox_ids, fresh, strict=True)
-            if not r.scheduled
+        return set(outbox_ids), [
+            PendingMessage(outbox_ids[r.id], r.message)
+            for r in rows
+            if r.id in outbox_ids and not r.scheduled
         ]
 
     async def _insert_rows(self, rows: list[_PendingRow]) -> list[bool]:
@@ -331,7 +345,7 @@ class NotificationStore:
         """
         handoff = self._broker.handoff(len(rows))
         try:
-            async with self._database.transaction() as connection:
+            async with self._database.connection() as connection:  # one statement: atomic
                 won, stored = await self._insert(connection, rows, handoff.delay)
         except BaseException:
             handoff.abandon()

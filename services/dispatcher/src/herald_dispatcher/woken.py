@@ -57,10 +57,14 @@ class WokenLoop:
 
     async def _unlisten(self) -> None:
         if self._listener is not None:
+            listener, self._listener = self._listener, None
+            try:
+                # UNLISTEN here: the pool sends no reset statement on release (db.py).
+                await listener.remove_listener(self._channel, self._notified)
+            except Exception:  # a broken connection: closed, so it never goes back listening
+                listener.terminate()
             with contextlib.suppress(Exception):
-                await self._listener.remove_listener(self._channel, self._notified)
-                await self._pool.release(self._listener)
-            self._listener = None
+                await self._pool.release(listener)
 
     async def _run(self) -> None:
         while True:
