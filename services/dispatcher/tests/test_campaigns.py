@@ -130,16 +130,16 @@ async def test_a_chunk_that_fails_before_its_commit_is_redone_without_duplicates
     id = await _campaign(pool, 70)
     assert await runner.fan_out_chunk() == 30
 
-    real = outbox.insert
+    real = module._write
 
     async def crash(*args: Any, **kwargs: Any) -> Any:
         await real(*args, **kwargs)
         raise ConnectionResetError("the dispatcher died here")
 
-    monkeypatch.setattr(outbox, "insert", crash)
+    monkeypatch.setattr(module, "_write", crash)
     with pytest.raises(ConnectionResetError):
         await runner.fan_out_chunk()
-    monkeypatch.setattr(outbox, "insert", real)
+    monkeypatch.setattr(module, "_write", real)
     assert await pool.fetchval("SELECT count(*) FROM notifications") == 30
     assert await _drain(runner) == 40
     fanned = await pool.fetch(
@@ -149,6 +149,48 @@ async def test_a_chunk_that_fails_before_its_commit_is_redone_without_duplicates
     assert len({r["notification_id"] for r in fanned}) == 70
     assert None not in {r["notification_id"] for r in fanned}
     assert await pool.fetchval("SELECT count(*) FROM notifications") == 70
+
+
+async def test_a_chunk_rendered_ahead_is_used_once_and_only_for_its_own_rows(
+    pool: asyncpg.Pool[Any],
+    amqp: AbstractRobustConnection,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, _ = await _runner(pool, amqp, namespace, chunk=10)
+    rendered: list[int] = []
+    real = first._notification
+
+    def counting(*args: Any) -> Any:
+        rendered.append(args[2]["row_number"])
+        return real(*args)
+
+    monkeypatch.setattr(first, "_notification", counting)
+    alone = await _campaign(pool, 30)
+    assert [await first.fan_out_chunk() for _ in range(3)] == [10, 10, 10]
+    # Each row rendered once: chunks two and three were the ones rendered ahead.
+    assert sorted(rendered) == [r for r in range(2, 32)]
+
+    # Another runner fans out the chunk the first one rendered ahead: the first one's chunk
+    # ahead is then for rows already fanned out, and is not used.
+    second, _ = await _runner(pool, amqp, namespace, chunk=10)
+    shared = await _campaign(pool, 30)
+    assert await first.fan_out_chunk() == 10  # rows 2-11; 12-21 rendered ahead
+    assert await second.fan_out_chunk() == 10  # rows 12-21, rendered by the second
+    assert await first.fan_out_chunk() == 10  # rows 22-31, rendered anew
+    for id in (alone, shared):
+        rows = await pool.fetch(
+            """SELECT r.row_number, r.recipient, n.recipient AS notified, n.status
+               FROM campaign_recipients r JOIN notifications n ON n.id = r.notification_id
+               WHERE r.campaign_id = $1""",
+            id,
+        )
+        assert len(rows) == 30
+        assert all(r["recipient"] == r["notified"] for r in rows)
+    assert await pool.fetchval("SELECT count(*) FROM notifications") == 60
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == await pool.fetchval(
+        "SELECT count(*) FROM outbox o JOIN notifications n ON n.id = o.notification_id"
+    )
 
 
 async def test_two_runners_share_the_work_without_overlap(
@@ -250,14 +292,14 @@ async def test_a_campaign_whose_chunk_fails_for_its_data_does_not_stop_the_other
     runner, _ = await _runner(pool, amqp, namespace)
     broken = await _campaign(pool, 5)
     healthy = await _campaign(pool, 5)
-    real = module._insert
+    real = module._write
 
-    async def refuse(connection: Any, campaign: Any, *args: Any) -> None:
+    async def refuse(connection: Any, campaign: Any, *args: Any) -> list[int]:
         if campaign["id"] == broken:
             raise asyncpg.exceptions.DataError("a value PostgreSQL refuses")
-        await real(connection, campaign, *args)
+        return await real(connection, campaign, *args)
 
-    monkeypatch.setattr(module, "_insert", refuse)
+    monkeypatch.setattr(module, "_write", refuse)
     with pytest.raises(asyncpg.exceptions.DataError):
         await runner.pass_once()
     assert await _drain(runner) == 5  # the healthy one, while the broken one is held back

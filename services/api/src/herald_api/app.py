@@ -41,6 +41,7 @@ from .campaigns import CAMPAIGNS, CampaignStore
 from .correlation import correlation_middleware
 from .database import DATABASE, Database
 from .dead_letters import DEAD_LETTERS, DeadLetterStore
+from .emails import remember_domains
 from .keys import KEYS, KeyStore, ensure_bootstrap_key
 from .metrics import ApiMetrics, metrics_middleware
 from .notifications import NOTIFICATIONS, NotificationStore
@@ -115,6 +116,7 @@ async def _tally(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: ApiSettings) -> web.Application:
+    remember_domains()
     registry = service_registry("api")
     metrics = ApiMetrics.create(registry)
     traced = tracing.server_middleware()  # None unless tracing is configured

@@ -8,6 +8,11 @@ it, nothing of the chunk is done again: no recipient is skipped or gets two noti
 chunk's messages are then published at once and their outbox rows deleted; the relay publishes
 whatever a crash left in the outbox.
 
+While a chunk is written, the next one is read and rendered ahead, outside any lock, so that the
+dispatcher renders while PostgreSQL writes. The chunk read ahead is only a proposal: the next
+transaction reads its recipients under the campaign's lock as always, and uses what was rendered
+ahead only when it is for exactly those rows (and fresh); otherwise it renders them itself.
+
 A recipient whose content cannot be rendered (the API checked every row at acceptance, so only a
 template or schema that changed meanwhile could do that) gets a ``failed`` notification with
 reason ``template_error``: it is counted and listed, never silently dropped.
@@ -58,6 +63,22 @@ again, while the other campaigns go on."""
 PUBLISH_GRACE = 10.0
 """Seconds a fanned-out chunk's outbox rows wait before the relay may take them."""
 
+AHEAD_FRESH = 5.0
+"""Seconds a chunk rendered ahead stays usable (its notifications' ``created_at`` is when it was
+rendered); an older one, say of a campaign paused meanwhile, is rendered again."""
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """A chunk read and rendered ahead of its transaction."""
+
+    campaign_id: UUID
+    rows: list[int]
+    """The row numbers it was rendered for, in order."""
+    created: list[_Notification]
+    at: float
+    """When (monotonic) it was rendered."""
+
 
 @dataclass(frozen=True)
 class _Notification:
@@ -67,6 +88,7 @@ class _Notification:
     status: str
     error: str | None
     message: OutboxMessage | None
+    created_at: datetime
 
 
 class CampaignRunner(WokenLoop):
@@ -95,9 +117,12 @@ class CampaignRunner(WokenLoop):
         self._publishing: set[asyncio.Task[None]] = set()
         self._held: dict[UUID, float] = {}
         """Campaigns held back after a chunk failed for its data, until (monotonic)."""
+        self._ahead: asyncio.Task[_Ahead | None] | None = None
+        """The next chunk, being read and rendered while the current one is written."""
 
     async def stop(self) -> None:
         await super().stop()
+        self._drop_ahead()
         await self.settle()
 
     async def settle(self) -> None:
@@ -136,10 +161,12 @@ class CampaignRunner(WokenLoop):
                 list(self._held),
             )
             if campaign is None:
+                self._drop_ahead()
                 return 0
             try:
                 created, outbox_ids, messages = await self._fan_out(connection, campaign)
             except Exception as exc:
+                self._drop_ahead()
                 if not is_outage(exc):
                     # Bad data or a bug, which would fail the same way on the next pass: hold
                     # this campaign back a while, so that it does not stop the others.
@@ -176,34 +203,71 @@ class CampaignRunner(WokenLoop):
             self._chunk_size,
         )
         version = await self._version(connection, campaign["template_id"])
-        now = datetime.now(UTC)
-        created = [self._notification(campaign, version, r, now) for r in recipients]
-        await _insert(connection, campaign, version, created, now)
+        rows = [r["row_number"] for r in recipients]
+        ahead = await self._take_ahead(campaign["id"], rows)
+        if len(recipients) == self._chunk_size:
+            # More may follow: read and render them while this chunk is written.
+            self._ahead = asyncio.create_task(self._read_ahead(campaign, version, rows[-1]))
+        if ahead is not None:
+            created = ahead.created
+        else:
+            now = datetime.now(UTC)
+            created = [self._notification(campaign, version, r, now) for r in recipients]
         messages = [n.message for n in created if n.message is not None]
-        # Due after a grace: the relay must not publish them beside ``_publish`` below; it
-        # takes over only what a crash left.
-        outbox_ids = await outbox.insert(connection, messages, delay=PUBLISH_GRACE)
-        await connection.execute(
-            """UPDATE campaign_recipients SET notification_id = x.n
-               FROM unnest($2::int[], $3::uuid[]) AS x(r, n)
-               WHERE campaign_id = $1 AND row_number = x.r""",
-            campaign["id"],
-            [r["row_number"] for r in recipients],
-            [n.id for n in created],
-        )
         # fanned_out counts what this chunk found: a campaign whose rows ran out early
         # (none should) is not picked again and again.
         fanned = len(recipients) if recipients else None
-        await connection.execute(
-            """UPDATE campaigns SET status = 'processing',
-                   fanned_out = CASE WHEN $2::int IS NULL THEN recipients
-                             ELSE fanned_out + $2 END,
-                   started_at = coalesce(started_at, now()), updated_at = now()
-               WHERE id = $1""",
-            campaign["id"],
-            fanned,
-        )
+        outbox_ids = await _write(connection, campaign, version, created, rows, messages, fanned)
         return created, outbox_ids, messages
+
+    async def _take_ahead(self, campaign_id: UUID, rows: list[int]) -> _Ahead | None:
+        """The chunk rendered ahead, if it is for exactly ``rows`` of this campaign and fresh."""
+        task, self._ahead = self._ahead, None
+        if task is None:
+            return None
+        try:
+            ahead = await task
+        except Exception as exc:  # the transaction's own reads will tell if it matters
+            log.debug("reading a campaign chunk ahead failed", error=repr(exc))
+            return None
+        if (
+            ahead is None
+            or ahead.campaign_id != campaign_id
+            or ahead.rows != rows
+            or time.monotonic() - ahead.at > AHEAD_FRESH
+        ):
+            return None
+        return ahead
+
+    async def _read_ahead(
+        self, campaign: asyncpg.Record, version: TemplateVersion | None, after: int
+    ) -> _Ahead | None:
+        """Read the recipients after row ``after`` not yet fanned out, and render them: no lock
+        is taken, nothing is written (the transaction that uses them checks they are still the
+        next ones)."""
+        recipients = await self._pool.fetch(
+            """SELECT row_number, recipient, data FROM campaign_recipients
+               WHERE campaign_id = $1 AND notification_id IS NULL AND row_number > $2
+               ORDER BY row_number LIMIT $3""",
+            campaign["id"],
+            after,
+            self._chunk_size,
+        )
+        if not recipients:
+            return None
+        now = datetime.now(UTC)
+        created = [self._notification(campaign, version, r, now) for r in recipients]
+        return _Ahead(
+            campaign["id"], [r["row_number"] for r in recipients], created, time.monotonic()
+        )
+
+    def _drop_ahead(self) -> None:
+        task, self._ahead = self._ahead, None
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            # Its outcome is of no interest any more; retrieved so that none is reported.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _publish(self, outbox_ids: list[int], messages: list[OutboxMessage]) -> None:
         """Publish the chunk now; what is not confirmed stays for the relay."""
@@ -268,8 +332,10 @@ class CampaignRunner(WokenLoop):
             )
         except (TemplateProblem, InvalidDelivery) as exc:
             reason = f"{exc.field}: {exc.reason}" if isinstance(exc, TemplateProblem) else str(exc)
-            return _Notification(id, recipient["recipient"], content or {}, "failed", reason, None)
-        return _Notification(id, recipient["recipient"], content, "queued", None, message)
+            return _Notification(
+                id, recipient["recipient"], content or {}, "failed", reason, None, now
+            )
+        return _Notification(id, recipient["recipient"], content, "queued", None, message, now)
 
     # -- canceling and finishing ----------------------------------------------------------------
 
@@ -368,26 +434,54 @@ class CampaignRunner(WokenLoop):
                     log.info("campaign finished", campaign_id=str(row["id"]), status=status)
 
 
-async def _insert(
+async def _write(
     connection: PoolConnectionProxy[Any],
     campaign: asyncpg.Record,
     version: TemplateVersion | None,
     created: list[_Notification],
-    now: datetime,
-) -> None:
+    rows: list[int],
+    messages: list[OutboxMessage],
+    fanned: int | None,
+) -> list[int]:
+    """Write a chunk in one statement (one round trip): its notifications, their outbox rows
+    (due after ``PUBLISH_GRACE``: the relay must not publish them beside ``_publish``; it takes
+    over only what a crash left), its recipients marked fanned out (``rows``, in the order of
+    ``created``) and the campaign's progress. Returns the outbox ids, in the order of
+    ``messages``. The outbox rows reference notifications the statement itself inserts: foreign
+    keys are checked at its end."""
     template = None if version is None else version.reference()
-    await connection.execute(
-        """INSERT INTO notifications (id, channel, recipient, content, metadata, status,
-               correlation_id, created_at, updated_at, project, template, priority, campaign_id,
-               failure_reason, last_error)
-           SELECT i, $1, r, c::jsonb, $2::jsonb, s, $3, $4, $4, $5, $6::jsonb, $7, $8,
-                  CASE WHEN s = 'failed' THEN 'template_error' END, e
-           FROM unnest($9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[])
-               AS x(i, r, c, s, e)""",
+    queued = await connection.fetch(
+        """WITH stored AS (
+               INSERT INTO notifications (id, channel, recipient, content, metadata, status,
+                   correlation_id, created_at, updated_at, project, template, priority,
+                   campaign_id, failure_reason, last_error)
+               SELECT i, $1, r, c::jsonb, $2::jsonb, s, $3, t, t, $4, $5::jsonb, $6, $7,
+                      CASE WHEN s = 'failed' THEN 'template_error' END, e
+               FROM unnest($8::uuid[], $9::text[], $10::text[], $11::text[], $12::text[],
+                           $13::timestamptz[])
+                   AS x(i, r, c, s, e, t)
+               RETURNING id
+           ), queued AS (
+               INSERT INTO outbox (notification_id, routing_key, body, headers, available_at)
+               SELECT o.n, o.rk, o.b, o.hd::jsonb, now() + make_interval(secs => $14)
+               FROM unnest($15::uuid[], $16::text[], $17::bytea[], $18::text[])
+                   AS o(n, rk, b, hd)
+               RETURNING id, notification_id
+           ), marked AS (
+               UPDATE campaign_recipients SET notification_id = x.n
+               FROM unnest($19::int[], $8::uuid[]) AS x(r, n)
+               WHERE campaign_id = $7 AND row_number = x.r
+           ), progressed AS (
+               UPDATE campaigns SET status = 'processing',
+                   fanned_out = CASE WHEN $20::int IS NULL THEN recipients
+                                     ELSE fanned_out + $20 END,
+                   started_at = coalesce(started_at, now()), updated_at = now()
+               WHERE id = $7
+           )
+           SELECT id, notification_id FROM queued""",
         campaign["channel"],
         campaign["metadata"],
         campaign["correlation_id"],
-        now,
         campaign["project"],
         template,
         campaign["priority"],
@@ -397,4 +491,13 @@ async def _insert(
         [json.dumps(n.content) for n in created],
         [n.status for n in created],
         [n.error for n in created],
+        [n.created_at for n in created],
+        PUBLISH_GRACE,
+        [m.notification_id for m in messages],
+        *outbox.columns(messages),
+        rows,
+        fanned,
     )
+    # RETURNING order is not promised for INSERT ... SELECT: match rows back by notification.
+    ids = {r["notification_id"]: r["id"] for r in queued}
+    return [ids[m.notification_id] for m in messages]
