@@ -15,7 +15,6 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import CollectorRegistry
 
-from herald_common import outbox
 from herald_common.amqp import Publisher
 from herald_common.tallies import MinuteTally
 from herald_common.topology import Topology
