@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
 
 from herald_common import ledger
 from herald_common.ledger import Claim, RecordedResult
@@ -190,3 +191,47 @@ async def test_a_send_that_lost_its_record_flags_the_attempt(pool: asyncpg.Pool[
     )
     assert row is not None
     assert (row["result"], row["maybe_delivered"]) == ("transient_failure", True)
+
+
+async def test_an_outage_after_the_results_are_written_does_not_fail_the_batch(
+    pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The results are committed before the follow-up reads what others recorded first: an
+    outage there is ridden out in place, so the batch's callers never record again (and find
+    their own results "lost")."""
+    mine, theirs = await _notification(pool), await _notification(pool)
+    await ledger.claim(pool, [_claim(mine, redelivered=False), _claim(theirs, redelivered=False)])
+    await ledger.record(
+        pool, [RecordedResult(theirs, 1, "sent", None, "smtp", "m-0", datetime.now(UTC))]
+    )
+    real, failures = ledger._lost, [ConnectionResetError("the database went away")] * 2
+
+    async def flaky(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real(*args)
+
+    monkeypatch.setattr(ledger, "_lost", flaky)
+    results = await ledger.record(
+        pool,
+        [
+            RecordedResult(mine, 1, "sent", None, "smtp", "m-1", datetime.now(UTC)),
+            RecordedResult(theirs, 1, "transient_failure", "421", "smtp", None, datetime.now(UTC)),
+        ],
+    )
+    assert not failures
+    assert results[0] is None
+    assert results[1] is not None
+    assert results[1].result == "sent"
+
+    monkeypatch.setattr(ledger, "_lost", real)
+    always = ConnectionResetError("down for good")
+
+    async def down(*args: Any) -> Any:
+        raise always
+
+    monkeypatch.setattr(ledger, "_lost", down)  # the batch fails once the tries run out
+    with pytest.raises(ConnectionResetError):
+        await ledger.record(
+            pool, [RecordedResult(theirs, 1, "sent", None, "smtp", "m-2", datetime.now(UTC))]
+        )

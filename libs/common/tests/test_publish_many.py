@@ -108,7 +108,7 @@ async def test_an_unroutable_message_fails_alone(
         await channel.close()
 
 
-async def test_too_many_unconfirmed_refuses_the_whole_batch_and_writes_nothing(
+async def test_beyond_the_room_for_unconfirmed_publishes_only_the_overflow_fails(
     amqp: AbstractRobustConnection,
     namespace: str,
     infra: Infra,
@@ -120,13 +120,42 @@ async def test_too_many_unconfirmed_refuses_the_whole_batch_and_writes_nothing(
     publisher = await Publisher.open(amqp, 5.0)
     try:
         monkeypatch.setattr(amqp_module, "MAX_UNCONFIRMED", 3)
-        batch = [Outgoing(Topology.routing_key("email"), b"{}") for _ in range(4)]
+        batch = [Outgoing(Topology.routing_key("email"), b"{}") for _ in range(5)]
         results = await publisher.publish_many(topology.notifications_exchange, batch)
-        assert all(isinstance(r, PublishError) for r in results)
-        assert (
-            await publisher.publish_many(topology.notifications_exchange, batch[:3]) == [None] * 3
-        )
+        assert results[:3] == [None] * 3
+        assert all(isinstance(r, PublishError) for r in results[3:])
         assert await queue_depth(infra.amqp_url, topology.work_queue("email")) == 3
+    finally:
+        await publisher.close()
+        await channel.close()
+
+
+async def test_a_message_that_cannot_be_framed_or_is_in_flight_already_fails_alone(
+    amqp: AbstractRobustConnection, namespace: str, infra: Infra
+) -> None:
+    topology = Topology(namespace)
+    channel = await amqp.channel()
+    await topology.declare(channel)
+    publisher = await Publisher.open(amqp, 5.0)
+    try:
+        key = Topology.routing_key("email")
+        twice = str(uuid.uuid4())
+        batch = [
+            Outgoing(key, b"{}", message_id=twice),
+            Outgoing("x" * 300, b"{}"),  # a routing key AMQP cannot carry (over 255 bytes)
+            Outgoing(key, b"{}", message_id=twice),  # the same message again, while in flight
+            Outgoing(key, b"{}", message_id=str(uuid.uuid4())),
+        ]
+        results = await publisher.publish_many(topology.notifications_exchange, batch)
+        assert results[0] is None
+        assert isinstance(results[1], PublishError)
+        assert isinstance(results[2], PublishError)
+        assert "already" in str(results[2])
+        assert results[3] is None
+        assert await queue_depth(infra.amqp_url, topology.work_queue("email")) == 2
+        # Once confirmed, the same id may be published again.
+        again = await publisher.publish_many(topology.notifications_exchange, batch[:1])
+        assert again == [None]
     finally:
         await publisher.close()
         await channel.close()

@@ -241,75 +241,125 @@ class Publisher:
         a delivery tag and a confirmation future each, registered with the channel, which
         resolves them (ack, nack, a return of a mandatory publish, the channel closing) as it
         resolves its own.
+
+        A message fails alone: one that cannot be framed; one beyond the room left under
+        ``MAX_UNCONFIRMED`` (the ones before it go out); one whose ``message_id`` is already
+        being published on this channel and not yet confirmed. The broker names a returned
+        message by its id only, so two in flight under one id could have a return credited to
+        the wrong one, and that one reported confirmed: the outbox publishes a notification
+        under its id, and the relay and a campaign chunk could both be publishing it.
         """
         if not messages:
             return []
+        results: list[PublishError | None] = [None] * len(messages)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         try:
             async with asyncio.timeout_at(deadline):
                 channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-                if len(channel.confirmations) + len(messages) > MAX_UNCONFIRMED:
-                    raise PublishError(
-                        f"{MAX_UNCONFIRMED} publishes would await the broker's confirm on this "
-                        "channel"
-                    )
-                confirmations = await self._send(channel, exchange, messages)
+                framed: list[tuple[int, str, bytes]] = []  # (index, message id, its frames)
+                for index, message in enumerate(messages):
+                    try:
+                        framed.append((index, *_framed(channel, exchange, message)))
+                    except Exception as exc:  # a value AMQP cannot carry: this message only
+                        results[index] = PublishError(f"cannot be published: {exc!r}")
+                confirmations = await _send(channel, framed, results)
         except TimeoutError:
-            return [PublishError(f"no confirm within {self._timeout}s")] * len(messages)
+            return _all_failed(results, PublishError(f"no confirm within {self._timeout}s"))
         except PublishError as exc:
-            return [exc] * len(messages)
+            return _all_failed(results, exc)
         except CONNECTION_EXCEPTIONS as exc:
-            return [PublishError(f"publish failed: {exc!r}")] * len(messages)
-        await asyncio.wait(confirmations, timeout=max(0.0, deadline - loop.time()))
-        return [_publish_error(c, self._timeout) for c in confirmations]
+            return _all_failed(results, PublishError(f"publish failed: {exc!r}"))
+        if confirmations:
+            await asyncio.wait(
+                [c for _, c in confirmations], timeout=max(0.0, deadline - loop.time())
+            )
+        for index, confirmation in confirmations:
+            results[index] = _publish_error(confirmation, self._timeout)
+        return results
 
-    @staticmethod
-    async def _send(
-        channel: aiormq.Channel, exchange: str, messages: Sequence[Outgoing]
-    ) -> list[asyncio.Future[Any]]:
-        timestamp = datetime.now(UTC)
-        frames: list[Any] = []
-        confirmations: list[asyncio.Future[Any]] = []
-        async with channel.lock:
-            first = channel.delivery_tag
-            try:
-                for m in messages:
-                    channel.delivery_tag += 1
-                    tag = channel.delivery_tag
-                    message_id = m.message_id or uuid.uuid4().hex  # returns find it by its id
-                    confirmation = channel.create_future()
-                    channel.confirmations[tag] = confirmation
-                    channel.message_id_delivery_tag[message_id] = tag
-                    confirmation.add_done_callback(_forget(channel, message_id, tag))
-                    confirmations.append(confirmation)
-                    properties = aiormq.spec.Basic.Properties(
-                        content_type=m.content_type,
-                        correlation_id=m.correlation_id,
-                        delivery_mode=PERSISTENT,
-                        headers=dict(m.headers),
-                        message_id=message_id,
-                        timestamp=timestamp,
-                    )
-                    frames.append(
-                        aiormq.spec.Basic.Publish(
-                            exchange=exchange, routing_key=m.routing_key, mandatory=True
-                        )
-                    )
-                    frames.append(ContentHeader(properties=properties, body_size=len(m.body)))
-                    frames.extend(channel._split_body(m.body))
-                await channel.write_queue.put(
-                    ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+
+def _framed(channel: aiormq.Channel, exchange: str, message: Outgoing) -> tuple[str, bytes]:
+    """(message id, the publish's frames as bytes): what ``basic_publish`` writes for it."""
+    message_id = message.message_id or uuid.uuid4().hex  # a return finds its publish by id
+    properties = aiormq.spec.Basic.Properties(
+        content_type=message.content_type,
+        correlation_id=message.correlation_id,
+        delivery_mode=PERSISTENT,
+        headers=dict(message.headers),
+        message_id=message_id,
+        timestamp=datetime.now(UTC),
+    )
+    frames: list[Any] = [
+        aiormq.spec.Basic.Publish(
+            exchange=exchange, routing_key=message.routing_key, mandatory=True
+        ),
+        ContentHeader(properties=properties, body_size=len(message.body)),
+        *channel._split_body(message.body),
+    ]
+    return message_id, ChannelFrame.marshall(channel_number=channel.number, frames=frames).payload
+
+
+async def _send(
+    channel: aiormq.Channel,
+    framed: list[tuple[int, str, bytes]],
+    results: list[PublishError | None],
+) -> list[tuple[int, asyncio.Future[Any]]]:
+    """Give each framed message a delivery tag and a confirmation future, and write them all as
+    one frame; those refused (no room, an id in flight) get their error in ``results``."""
+    confirmations: list[tuple[int, asyncio.Future[Any]]] = []
+    sending: list[tuple[int, str, bytes]] = []
+    async with channel.lock:
+        room = MAX_UNCONFIRMED - len(channel.confirmations)
+        taken: set[str] = set()
+        for index, message_id, payload in framed:
+            if message_id in channel.message_id_delivery_tag or message_id in taken:
+                results[index] = PublishError(
+                    f"message {message_id} is being published already; not published again"
                 )
-            except BaseException:
-                # Nothing of the batch reached the broker: its delivery tags are free again.
-                for tag in range(first + 1, channel.delivery_tag + 1):
-                    channel.confirmations.pop(tag, None)
-                for confirmation in confirmations:
-                    confirmation.cancel()
-                channel.delivery_tag = first
-                raise
-        return confirmations
+            elif len(sending) >= room:
+                results[index] = PublishError(
+                    f"{MAX_UNCONFIRMED} publishes await the broker's confirm on this channel"
+                )
+            else:
+                taken.add(message_id)
+                sending.append((index, message_id, payload))
+        if not sending:
+            return []
+        first = channel.delivery_tag
+        try:
+            for index, message_id, _ in sending:
+                channel.delivery_tag += 1
+                tag = channel.delivery_tag
+                confirmation = channel.create_future()
+                channel.confirmations[tag] = confirmation
+                channel.message_id_delivery_tag[message_id] = tag
+                confirmations.append((index, confirmation))
+            payload = b"".join(p for _, _, p in sending)
+            await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
+        except BaseException:
+            # Nothing of the batch reached the broker: its delivery tags are free again, and
+            # its ids forgotten at once (a publish waiting for the lock may take them next).
+            for tag, (_, message_id, _) in enumerate(sending, start=first + 1):
+                channel.confirmations.pop(tag, None)
+                if channel.message_id_delivery_tag.get(message_id) == tag:
+                    channel.message_id_delivery_tag.pop(message_id)
+            for _, confirmation in confirmations:
+                confirmation.cancel()
+            channel.delivery_tag = first
+            raise
+        for tag, ((_, message_id, _), (_, confirmation)) in enumerate(
+            zip(sending, confirmations, strict=True), start=first + 1
+        ):
+            confirmation.add_done_callback(_forget(channel, message_id, tag))
+    return confirmations
+
+
+def _all_failed(
+    results: list[PublishError | None], error: PublishError
+) -> list[PublishError | None]:
+    """Every message not failed already fails with ``error`` (nothing of them was written)."""
+    return [error if r is None else r for r in results]
 
 
 def _publish_error(confirmation: asyncio.Future[Any], timeout: float) -> PublishError | None:

@@ -34,6 +34,7 @@ conclude with that instead of its own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -43,6 +44,7 @@ from uuid import UUID
 
 import asyncpg
 
+from .db import is_outage
 from .schemas import AttemptResult
 from .text import safe_text
 
@@ -369,33 +371,58 @@ async def record(
             [r.segments for r in results],
         )
         won = {(u["notification_id"], u["attempt"]) for u in updated}
-        lost = [r for r in results if (r.notification_id, r.attempt) not in won]
-        stored: dict[tuple[UUID, int], StoredResult | None] = {}
-        if lost:
-            rows = await connection.fetch(
-                """SELECT a.notification_id, a.attempt, a.started_at, a.finished_at, a.result,
-                          a.error, a.provider, a.provider_message_id, a.possible_duplicate,
-                          a.maybe_delivered
-                   FROM attempts a
-                   JOIN unnest($1::uuid[], $2::int[]) AS r(id, attempt)
-                     ON a.notification_id = r.id AND a.attempt = r.attempt""",
-                [r.notification_id for r in lost],
-                [r.attempt for r in lost],
-            )
-            stored = {(row["notification_id"], row["attempt"]): _stored(row) for row in rows}
-            # A delivery that sent but lost the record (its lease ran out and a taker finished
-            # first): the recipient has the message whatever the stored result says, so the
-            # attempt is flagged, and a retry or a redrive after it is a possible duplicate.
-            sent_anyway = [r for r in lost if r.result == "sent"]
-            if sent_anyway:
-                await connection.execute(
-                    """UPDATE attempts a SET maybe_delivered = true
-                       FROM unnest($1::uuid[], $2::int[]) AS r(id, attempt)
-                       WHERE a.notification_id = r.id AND a.attempt = r.attempt""",
-                    [r.notification_id for r in sent_anyway],
-                    [r.attempt for r in sent_anyway],
-                )
+    lost = [r for r in results if (r.notification_id, r.attempt) not in won]
+    stored: dict[tuple[UUID, int], StoredResult | None] = {}
+    if lost:
+        # The results above are committed: an outage now must not fail the batch, whose
+        # callers would record again and find their own results "lost". The reads and the flag
+        # below are idempotent, so they alone are tried again.
+        for attempt in range(FOLLOW_UP_TRIES):
+            try:
+                stored = await _lost(pool, lost)
+                break
+            except Exception as exc:
+                if not is_outage(exc) or attempt == FOLLOW_UP_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
     return [stored.get((r.notification_id, r.attempt)) for r in results]
+
+
+FOLLOW_UP_TRIES = 4
+"""Tries of ``record``'s follow-up for results another delivery recorded first (about 1.4 s of
+waiting in all), before the batch fails after all."""
+
+
+async def _lost(
+    pool: asyncpg.Pool[Any], lost: list[RecordedResult]
+) -> dict[tuple[UUID, int], StoredResult | None]:
+    """The stored results of attempts whose result another delivery recorded first; a ``sent``
+    among ``lost`` flags its attempt ``maybe_delivered``."""
+    async with pool.acquire() as connection:
+        rows = await connection.fetch(
+            """SELECT a.notification_id, a.attempt, a.started_at, a.finished_at, a.result,
+                      a.error, a.provider, a.provider_message_id, a.possible_duplicate,
+                      a.maybe_delivered
+               FROM attempts a
+               JOIN unnest($1::uuid[], $2::int[]) AS r(id, attempt)
+                 ON a.notification_id = r.id AND a.attempt = r.attempt""",
+            [r.notification_id for r in lost],
+            [r.attempt for r in lost],
+        )
+        stored = {(row["notification_id"], row["attempt"]): _stored(row) for row in rows}
+        # A delivery that sent but lost the record (its lease ran out and a taker finished
+        # first): the recipient has the message whatever the stored result says, so the
+        # attempt is flagged, and a retry or a redrive after it is a possible duplicate.
+        sent_anyway = [r for r in lost if r.result == "sent"]
+        if sent_anyway:
+            await connection.execute(
+                """UPDATE attempts a SET maybe_delivered = true
+                   FROM unnest($1::uuid[], $2::int[]) AS r(id, attempt)
+                   WHERE a.notification_id = r.id AND a.attempt = r.attempt""",
+                [r.notification_id for r in sent_anyway],
+                [r.attempt for r in sent_anyway],
+            )
+    return stored
 
 
 def _clean(text: str | None) -> str | None:

@@ -280,8 +280,8 @@ class NotificationStore:
         in order (neither a scheduled row nor one whose idempotency key is already taken).
 
         One statement rather than BEGIN, two INSERTs and COMMIT: a single POST waits for one
-        round trip to PostgreSQL instead of four. The outbox rows reference the notifications
-        inserted by the statement's first part; foreign keys are checked at its end."""
+        round trip to PostgreSQL instead of four. The outbox rows are made from what the
+        statement's first part returns: only for notifications it inserted, and all or none."""
         inserted = await connection.fetch(
             """WITH stored AS (
                    INSERT INTO notifications (id, channel, recipient, content, metadata, status,

@@ -149,6 +149,11 @@ class CampaignRunner(WokenLoop):
     async def fan_out_chunk(self) -> int:
         now = time.monotonic()
         self._held = {id: until for id, until in self._held.items() if until > now}
+        if self._ahead is not None:
+            # Settled before a connection is taken: the chunk ahead reads through a pooled
+            # connection of its own, and a transaction waiting for it while holding one could
+            # wait for the pool (with the campaign locked) forever.
+            await asyncio.wait([self._ahead])
         async with self._pool.acquire() as connection, connection.transaction():
             campaign = await connection.fetchrow(
                 """SELECT id, project, channel, template_id, content, data, metadata, priority,
@@ -204,7 +209,7 @@ class CampaignRunner(WokenLoop):
         )
         version = await self._version(connection, campaign["template_id"])
         rows = [r["row_number"] for r in recipients]
-        ahead = await self._take_ahead(campaign["id"], rows)
+        ahead = self._take_ahead(campaign["id"], rows)
         if len(recipients) == self._chunk_size:
             # More may follow: read and render them while this chunk is written.
             self._ahead = asyncio.create_task(self._read_ahead(campaign, version, rows[-1]))
@@ -220,13 +225,17 @@ class CampaignRunner(WokenLoop):
         outbox_ids = await _write(connection, campaign, version, created, rows, messages, fanned)
         return created, outbox_ids, messages
 
-    async def _take_ahead(self, campaign_id: UUID, rows: list[int]) -> _Ahead | None:
+    def _take_ahead(self, campaign_id: UUID, rows: list[int]) -> _Ahead | None:
         """The chunk rendered ahead, if it is for exactly ``rows`` of this campaign and fresh."""
         task, self._ahead = self._ahead, None
         if task is None:
             return None
+        if not task.done() or task.cancelled():  # never waited for inside the transaction
+            self._ahead = task
+            self._drop_ahead()
+            return None
         try:
-            ahead = await task
+            ahead = task.result()
         except Exception as exc:  # the transaction's own reads will tell if it matters
             log.debug("reading a campaign chunk ahead failed", error=repr(exc))
             return None
@@ -447,8 +456,7 @@ async def _write(
     (due after ``PUBLISH_GRACE``: the relay must not publish them beside ``_publish``; it takes
     over only what a crash left), its recipients marked fanned out (``rows``, in the order of
     ``created``) and the campaign's progress. Returns the outbox ids, in the order of
-    ``messages``. The outbox rows reference notifications the statement itself inserts: foreign
-    keys are checked at its end."""
+    ``messages``; the statement stores all of it or nothing."""
     template = None if version is None else version.reference()
     queued = await connection.fetch(
         """WITH stored AS (

@@ -51,9 +51,17 @@ class WokenLoop:
 
     async def _listen(self) -> None:
         if self._listener is None or self._listener.is_closed():
-            self._listener = await self._pool.acquire()
-            assert self._listener is not None
-            await self._listener.add_listener(self._channel, self._notified)
+            listener = await self._pool.acquire()
+            try:
+                await listener.add_listener(self._channel, self._notified)
+            except BaseException:
+                # LISTEN may have run without asyncpg knowing (a timeout, a cancel): the pool
+                # sends no UNLISTEN on release (db.py), so the connection is closed instead.
+                listener.terminate()
+                with contextlib.suppress(Exception):
+                    await self._pool.release(listener)
+                raise
+            self._listener = listener
 
     async def _unlisten(self) -> None:
         if self._listener is not None:
@@ -63,6 +71,11 @@ class WokenLoop:
                 await listener.remove_listener(self._channel, self._notified)
             except Exception:  # a broken connection: closed, so it never goes back listening
                 listener.terminate()
+            except BaseException:  # cancelled (a stop): closed too, and the cancel goes on
+                listener.terminate()
+                with contextlib.suppress(Exception):
+                    await self._pool.release(listener)
+                raise
             with contextlib.suppress(Exception):
                 await self._pool.release(listener)
 
