@@ -224,14 +224,26 @@ async def test_an_outage_after_the_results_are_written_does_not_fail_the_batch(
     assert results[1] is not None
     assert results[1].result == "sent"
 
-    monkeypatch.setattr(ledger, "_lost", real)
-    always = ConnectionResetError("down for good")
+    # An outage that outlasts the tries fails the batch after its results were written: its
+    # callers record again, and find their own results, recorded, not someone else's.
+    third = await _notification(pool)
+    await ledger.claim(pool, [_claim(third, redelivered=False)])
+    own = RecordedResult(third, 1, "sent", None, "smtp", "m-3", datetime.now(UTC))
+    other = RecordedResult(theirs, 1, "transient_failure", "421", "smtp", None, datetime.now(UTC))
 
     async def down(*args: Any) -> Any:
-        raise always
+        raise ConnectionResetError("down for good")
 
-    monkeypatch.setattr(ledger, "_lost", down)  # the batch fails once the tries run out
+    monkeypatch.setattr(ledger, "_lost", down)
     with pytest.raises(ConnectionResetError):
-        await ledger.record(
-            pool, [RecordedResult(theirs, 1, "sent", None, "smtp", "m-2", datetime.now(UTC))]
-        )
+        await ledger.record(pool, [own, other])
+    monkeypatch.setattr(ledger, "_lost", real)
+    again = await ledger.record(pool, [own, other])
+    assert again[0] is None
+    assert again[1] is not None
+    assert again[1].result == "sent"
+    row = await pool.fetchrow(
+        "SELECT result, maybe_delivered FROM attempts WHERE notification_id = $1", third
+    )
+    assert row is not None
+    assert (row["result"], row["maybe_delivered"]) == ("sent", False)

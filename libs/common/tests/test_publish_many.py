@@ -156,6 +156,16 @@ async def test_a_message_that_cannot_be_framed_or_is_in_flight_already_fails_alo
         # Once confirmed, the same id may be published again.
         again = await publisher.publish_many(topology.notifications_exchange, batch[:1])
         assert again == [None]
+        # Not while another publish of it (any, on this channel) awaits the broker's answer.
+        underlay = await publisher._channel.get_underlay_channel()
+        assert isinstance(underlay, aiormq.Channel)
+        underlay.message_id_delivery_tag[twice] = 10**9
+        [refused] = await publisher.publish_many(topology.notifications_exchange, batch[:1])
+        assert isinstance(refused, PublishError)
+        assert "already" in str(refused)
+        del underlay.message_id_delivery_tag[twice]
+        assert await publisher.publish_many(topology.notifications_exchange, batch[:1]) == [None]
+        assert await queue_depth(infra.amqp_url, topology.work_queue("email")) == 4
     finally:
         await publisher.close()
         await channel.close()

@@ -310,6 +310,10 @@ async def _send(
     confirmations: list[tuple[int, asyncio.Future[Any]]] = []
     sending: list[tuple[int, str, bytes]] = []
     async with channel.lock:
+        if channel.is_closed:
+            # Closed while this waited for the lock: its delivery tags mean nothing on the
+            # channel a reconnect opens in its place.
+            raise PublishError("the channel closed before the batch was written")
         room = MAX_UNCONFIRMED - len(channel.confirmations)
         taken: set[str] = set()
         for index, message_id, payload in framed:
@@ -365,7 +369,10 @@ def _all_failed(
 def _publish_error(confirmation: asyncio.Future[Any], timeout: float) -> PublishError | None:
     """What ``publish`` would have raised for a publish whose confirmation this is."""
     if not confirmation.done():
-        confirmation.cancel()  # a late confirm is then ignored, as aiormq ignores its own
+        # Left as it is, not cancelled: its id stays "in flight" until the broker answers (or
+        # the channel closes), so a publish of it again waits till then, and a late return is
+        # credited to it and not to that one.
+        confirmation.add_done_callback(lambda f: f.cancelled() or f.exception())
         return PublishError(f"no confirm within {timeout}s")
     if confirmation.cancelled():
         return PublishError("publish abandoned: its channel went away")

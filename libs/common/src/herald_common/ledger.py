@@ -397,7 +397,9 @@ async def _lost(
     pool: asyncpg.Pool[Any], lost: list[RecordedResult]
 ) -> dict[tuple[UUID, int], StoredResult | None]:
     """The stored results of attempts whose result another delivery recorded first; a ``sent``
-    among ``lost`` flags its attempt ``maybe_delivered``."""
+    among ``lost`` flags its attempt ``maybe_delivered``. A stored result that is the one given
+    (the same result, finish time and provider id) is this delivery's own, recorded by an
+    earlier try of the same batch whose reply was lost: it counts as recorded now (None)."""
     async with pool.acquire() as connection:
         rows = await connection.fetch(
             """SELECT a.notification_id, a.attempt, a.started_at, a.finished_at, a.result,
@@ -409,11 +411,20 @@ async def _lost(
             [r.notification_id for r in lost],
             [r.attempt for r in lost],
         )
-        stored = {(row["notification_id"], row["attempt"]): _stored(row) for row in rows}
+        found = {(row["notification_id"], row["attempt"]): row for row in rows}
+        stored: dict[tuple[UUID, int], StoredResult | None] = {}
+        others = []
+        for r in lost:
+            row = found.get((r.notification_id, r.attempt))
+            if row is not None and _own(row, r):
+                stored[(r.notification_id, r.attempt)] = None
+            else:
+                stored[(r.notification_id, r.attempt)] = None if row is None else _stored(row)
+                others.append(r)
         # A delivery that sent but lost the record (its lease ran out and a taker finished
         # first): the recipient has the message whatever the stored result says, so the
         # attempt is flagged, and a retry or a redrive after it is a possible duplicate.
-        sent_anyway = [r for r in lost if r.result == "sent"]
+        sent_anyway = [r for r in others if r.result == "sent"]
         if sent_anyway:
             await connection.execute(
                 """UPDATE attempts a SET maybe_delivered = true
@@ -423,6 +434,15 @@ async def _lost(
                 [r.attempt for r in sent_anyway],
             )
     return stored
+
+
+def _own(row: asyncpg.Record, result: RecordedResult) -> bool:
+    """True when the stored result ``row`` is ``result`` itself."""
+    return bool(
+        row["finished_at"] == result.finished_at
+        and row["result"] == result.result
+        and row["provider_message_id"] == _clean(result.provider_message_id)
+    )
 
 
 def _clean(text: str | None) -> str | None:

@@ -145,14 +145,21 @@ async def _publish_traced(publisher: Publisher, exchange: str, m: OutboxMessage)
         traceparent = tracing.current_traceparent()
         if traceparent is not None:
             headers[Headers.TRACEPARENT] = traceparent
-        await publisher.publish(
+        # A batch of one: outbox publishes all go through publish_many's check of ids in flight.
+        [error] = await publisher.publish_many(
             exchange,
-            m.routing_key,
-            m.body,
-            headers=headers,
-            message_id=str(m.notification_id),
-            correlation_id=m.correlation_id,
+            [
+                Outgoing(
+                    m.routing_key,
+                    m.body,
+                    headers,
+                    message_id=str(m.notification_id),
+                    correlation_id=m.correlation_id,
+                )
+            ],
         )
+        if error is not None:
+            raise error
 
 
 async def delete(connection: Executor, ids: list[int]) -> None:

@@ -43,6 +43,7 @@ class Dispatcher:
         self.metrics = DispatcherMetrics.create(registry)
         self.tally = MinuteTally(pool, prune=True)
         self._publisher: Publisher | None = None
+        self._outbox_publisher: Publisher | None = None
         self._consumers: Consumers | None = None
         self._relay: OutboxRelay | None = None
         self._watch: ParkedWatch | None = None
@@ -68,6 +69,10 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await channel.close()
         self._publisher = await Publisher.open(self._connection, settings.publish_timeout)
+        # The outbox's publishes (relay, campaign chunks) on a channel of their own: their
+        # check of ids in flight (publish_many) then sees every publish of a notification's
+        # message on it, which the consumers' own publishes would bypass.
+        self._outbox_publisher = await Publisher.open(self._connection, settings.publish_timeout)
         self._consumers = Consumers(
             self._connection,
             self._pool,
@@ -80,7 +85,7 @@ class Dispatcher:
         await self._consumers.start()
         self._relay = OutboxRelay(
             self._pool,
-            self._publisher,
+            self._outbox_publisher,
             topology.notifications_exchange,
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval,
@@ -89,7 +94,7 @@ class Dispatcher:
         await self._relay.start()
         self._campaigns = CampaignRunner(
             self._pool,
-            self._publisher,
+            self._outbox_publisher,
             topology.notifications_exchange,
             chunk_size=settings.campaign_chunk_size,
             poll_interval=settings.campaign_poll_interval,
@@ -141,12 +146,13 @@ class Dispatcher:
         if self._consumers is not None:
             await self._consumers.stop()
         await self.tally.stop()  # after what counts into it
-        if self._publisher is not None:
-            with contextlib.suppress(Exception):
-                await self._publisher.close()
+        for publisher in (self._publisher, self._outbox_publisher):
+            if publisher is not None:
+                with contextlib.suppress(Exception):
+                    await publisher.close()
         self._watch = self._relay = None
         self._sampler = None
         self._retention = None
         self._campaigns = None
         self._consumers = None
-        self._publisher = None
+        self._publisher = self._outbox_publisher = None

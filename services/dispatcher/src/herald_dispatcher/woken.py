@@ -50,34 +50,39 @@ class WokenLoop:
         self._wakeup.set()
 
     async def _listen(self) -> None:
-        if self._listener is None or self._listener.is_closed():
+        if self._listener is not None and _lost(self._listener):
+            await self._unlisten()
+        if self._listener is None:
             listener = await self._pool.acquire()
             try:
                 await listener.add_listener(self._channel, self._notified)
             except BaseException:
                 # LISTEN may have run without asyncpg knowing (a timeout, a cancel): the pool
                 # sends no UNLISTEN on release (db.py), so the connection is closed instead.
-                listener.terminate()
+                _close(listener)
                 with contextlib.suppress(Exception):
                     await self._pool.release(listener)
                 raise
             self._listener = listener
 
     async def _unlisten(self) -> None:
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
-            try:
-                # UNLISTEN here: the pool sends no reset statement on release (db.py).
-                await listener.remove_listener(self._channel, self._notified)
-            except Exception:  # a broken connection: closed, so it never goes back listening
-                listener.terminate()
-            except BaseException:  # cancelled (a stop): closed too, and the cancel goes on
-                listener.terminate()
-                with contextlib.suppress(Exception):
-                    await self._pool.release(listener)
-                raise
+        """Stop listening and give the connection back (closed when UNLISTEN cannot be sent);
+        raises nothing but a cancellation."""
+        if self._listener is None:
+            return
+        listener, self._listener = self._listener, None
+        try:
+            # UNLISTEN here: the pool sends no reset statement on release (db.py).
+            await listener.remove_listener(self._channel, self._notified)
+        except Exception:  # a broken or lost connection: closed, never back listening
+            _close(listener)
+        except BaseException:  # cancelled (a stop): closed too, and the cancel goes on
+            _close(listener)
             with contextlib.suppress(Exception):
                 await self._pool.release(listener)
+            raise
+        with contextlib.suppress(Exception):
+            await self._pool.release(listener)
 
     async def _run(self) -> None:
         while True:
@@ -97,3 +102,19 @@ class WokenLoop:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_interval)
+
+
+def _lost(listener: PoolConnectionProxy[Any]) -> bool:
+    """True when the listening connection is gone: closed, or (PostgreSQL restarted, the backend
+    killed) already taken back by the pool, whose proxy then raises on every call."""
+    try:
+        return listener.is_closed()
+    except Exception:
+        return True
+
+
+def _close(listener: PoolConnectionProxy[Any]) -> None:
+    """Close a listening connection, whatever state it is in (a proxy the pool took back
+    raises)."""
+    with contextlib.suppress(Exception):
+        listener.terminate()
