@@ -109,21 +109,7 @@ async def _publish_all(
     else:
         # One write and one wait for all their confirms: a publish apiece (a task, a timeout
         # and a frame each) cost more than everything else the dispatcher does for a campaign.
-        return list(
-            await publisher.publish_many(
-                exchange,
-                [
-                    Outgoing(
-                        m.routing_key,
-                        m.body,
-                        m.headers,
-                        message_id=str(m.notification_id),
-                        correlation_id=m.correlation_id,
-                    )
-                    for m in messages
-                ],
-            )
-        )
+        return list(await publisher.publish_many(exchange, [_outgoing(m) for m in messages]))
     errors: list[Exception | None] = []
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, Exception):
@@ -146,20 +132,21 @@ async def _publish_traced(publisher: Publisher, exchange: str, m: OutboxMessage)
         if traceparent is not None:
             headers[Headers.TRACEPARENT] = traceparent
         # A batch of one: outbox publishes all go through publish_many's check of ids in flight.
-        [error] = await publisher.publish_many(
-            exchange,
-            [
-                Outgoing(
-                    m.routing_key,
-                    m.body,
-                    headers,
-                    message_id=str(m.notification_id),
-                    correlation_id=m.correlation_id,
-                )
-            ],
-        )
+        [error] = await publisher.publish_many(exchange, [_outgoing(m, headers)])
         if error is not None:
             raise error
+
+
+def _outgoing(m: OutboxMessage, headers: dict[str, Any] | None = None) -> Outgoing:
+    """An outbox message as published: under its notification's id (how a return finds it, and
+    how ``publish_many`` tells a second publish of it in flight)."""
+    return Outgoing(
+        m.routing_key,
+        m.body,
+        m.headers if headers is None else headers,
+        message_id=str(m.notification_id),
+        correlation_id=m.correlation_id,
+    )
 
 
 async def delete(connection: Executor, ids: list[int]) -> None:
